@@ -1,0 +1,251 @@
+"""Session behaviour in the simulator: channels, outages, roaming, attacks, idle limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from resip import events as ev
+from resip.config import SessionConfig
+from resip.testing.netsim import LinkSpec
+from resip.testing.pair import CLIENT_ADDR, SERVER_ADDR, SessionPair
+from resip.wire import Proto
+from tests.sim.conftest import MIB, Transfer, payload, sha
+
+LINK = LinkSpec(delay=0.025, rate_bps=20e6, queue_bytes=128 * 1024)
+
+
+def test_half_close_each_way_keeps_the_other_direction_open() -> None:
+    pair = SessionPair.create(seed=11, link=LINK)
+    channel = pair.open()
+    up = payload(1, 50_000)
+    pair.client.write(channel, up, shutdown=True)
+    pair.sim.run_until(2.0)
+    server_log = pair.server.log(channel)
+    assert server_log.ended, "server did not see the client's half-close"
+    assert sha(server_log.received) == sha(up)
+    # The server can still send after the client half-closed.
+    down = payload(2, 80_000)
+    pair.server.write(channel, down)
+    pair.sim.run_until(4.0)
+    assert sha(pair.client.log(channel).received) == sha(down)
+    assert not pair.client.log(channel).ended
+    assert not pair.client.log(channel).closed
+    pair.server.write(channel, b"", shutdown=True)
+    pair.sim.run_until(6.0)
+    assert pair.client.log(channel).ended
+    assert pair.client.log(channel).closed
+    assert pair.server.log(channel).closed
+    assert pair.client.session.channels.get(channel) is None
+    assert pair.server.session.channels.get(channel) is None
+
+
+def test_server_can_half_close_first() -> None:
+    pair = SessionPair.create(seed=12, link=LINK)
+    channel = pair.open()
+    pair.client.write(channel, b"request")
+    pair.sim.run_until(1.0)
+    pair.server.write(channel, b"response", shutdown=True)
+    pair.sim.run_until(2.0)
+    assert pair.client.log(channel).ended
+    assert bytes(pair.client.log(channel).received) == b"response"
+    pair.client.write(channel, b" and more", shutdown=True)
+    pair.sim.run_until(3.0)
+    assert bytes(pair.server.log(channel).received) == b"request and more"
+    assert pair.client.log(channel).closed and pair.server.log(channel).closed
+
+
+def test_refused_channel_reports_why() -> None:
+    pair = SessionPair.create(
+        seed=13,
+        link=LINK,
+        refuse=lambda req: "connection refused by 10.1.1.1:22" if req.port == 22 else None,
+    )
+    bad = pair.open("10.1.1.1", 22)
+    good = pair.open("example.org", 80)
+    pair.client.write(bad, b"x" * 1000)
+    pair.client.write(good, b"hello", shutdown=True)
+    pair.sim.run_until(2.0)
+    assert pair.client.log(bad).terminated == (5, "connection refused by 10.1.1.1:22")
+    assert pair.client.session.channels.get(bad) is None
+    assert bytes(pair.server.log(good).received) == b"hello"
+    assert pair.client.log(good).started
+    # The records of the refused channel were acknowledged and forgotten, not resent forever.
+    assert pair.client.session.stats(now=pair.sim.now).bytes_in_flight == 0
+
+
+@pytest.mark.parametrize("seed", [21])
+def test_five_hundred_channels_of_mixed_sizes(seed: int) -> None:
+    pair = SessionPair.create(seed=seed, link=LINK)
+    sizes = [(i * 7919) % 40_000 + (i % 3) for i in range(500)]
+    sent: dict[int, bytes] = {}
+    for i, size in enumerate(sizes):
+        channel = pair.open("198.51.100.7", 1000 + i)
+        data = payload(seed * 1000 + i, size)
+        sent[channel] = data
+        pair.client.write(channel, data, shutdown=True)
+    pair.sim.run_until(
+        120.0, stop=lambda: all(pair.server.log(c).ended for c in sent)
+    )
+    for channel, data in sent.items():
+        got = pair.server.log(channel).received
+        assert sha(got) == sha(data), f"seed={seed} channel {channel}: {len(got)}/{len(data)}"
+    assert len(pair.server.session.channels) <= 500
+
+
+def test_channel_limit_is_reported() -> None:
+    pair = SessionPair.create(seed=14, link=LINK, server_config=SessionConfig(max_channels=2))
+    ids = [pair.open("192.0.2.9", 80) for _ in range(3)]
+    pair.sim.run_until(2.0)
+    assert pair.client.log(ids[0]).started and pair.client.log(ids[1]).started
+    assert pair.client.log(ids[2]).terminated is not None
+    assert pair.client.log(ids[2]).terminated[0] == 9
+
+
+def test_udp_channel_keeps_datagram_boundaries_without_duplicates() -> None:
+    pair = SessionPair.create(
+        seed=15, link=LinkSpec(delay=0.02, loss=0.2, duplicate=0.1, reorder=0.2)
+    )
+    channel = pair.open("192.0.2.53", 53, proto=Proto.UDP)
+    datagrams = [payload(i, 20 + (i * 37) % 3000) for i in range(60)]
+    for d in datagrams:
+        assert pair.client.session.send_datagram(channel, d, now=pair.sim.now)
+    pair.sim.run_until(30.0, stop=lambda: len(pair.server.log(channel).datagrams) == 60)
+    assert pair.server.log(channel).datagrams == datagrams
+
+
+@pytest.mark.parametrize(("outage", "limit"), [(60.0, 200.0), (3600.0, 4000.0)])
+def test_blackhole_mid_transfer_survives_and_resumes(outage: float, limit: float) -> None:
+    seed = 31
+    config = SessionConfig(probe_backoff_cap=30.0)
+    pair = SessionPair.create(seed=seed, link=LINK, client_config=config, server_config=config)
+    transfer = Transfer.start(pair, up=2 * MIB, down=2 * MIB, seed=seed)
+    start = 0.5
+    pair.sim.outage("client", "server", start=start, end=start + outage)
+    pair.sim.run_until(start + outage)
+    assert not transfer.complete()
+    assert "OutageStarted" in pair.client.event_types()
+    transfer.run(limit=limit)
+    transfer.assert_exact(seed)
+    assert "OutageEnded" in pair.client.event_types()
+    assert not pair.client.session.terminated and not pair.server.session.terminated
+
+
+@pytest.mark.slow
+def test_blackhole_of_73_hours_survives() -> None:
+    seed = 32
+    pair = SessionPair.create(seed=seed, link=LINK)
+    transfer = Transfer.start(pair, up=1 * MIB, down=1 * MIB, seed=seed)
+    start, end = 0.4, 0.4 + 73 * 3600.0
+    pair.sim.outage("client", "server", start=start, end=end)
+    pair.sim.run_until(end)
+    assert not pair.client.session.terminated and not pair.server.session.terminated
+    # Memory stays bounded while waiting: nothing piles up in flight.
+    assert len(pair.client.session._inflight) <= 64  # noqa: SLF001 - bounded-memory check
+    transfer.run(limit=300.0)
+    transfer.assert_exact(seed)
+    # Data flows again within the probe cap plus two round trips of the link's return.
+    resumed = [
+        e for e in pair.server.events if isinstance(e, ev.ChannelData)
+    ]
+    assert resumed
+    assert pair.sim.now - end < 30.0 + 60.0
+
+
+def test_idle_limit_terminates_both_sides_cleanly() -> None:
+    config = SessionConfig(idle_timeout=120.0, keepalive_interval=15.0)
+    pair = SessionPair.create(seed=41, link=LINK, client_config=config, server_config=config)
+    pair.open()
+    pair.sim.run_until(5.0)
+    pair.sim.outage("client", "server", start=5.0, end=10_000.0)
+    pair.sim.run_until(1000.0)
+    for peer in (pair.client, pair.server):
+        ends = [e for e in peer.events if isinstance(e, ev.SessionTerminated)]
+        assert len(ends) == 1, peer.event_types()
+        assert ends[0].code == 1
+        assert peer.session.next_timer() is None
+
+
+def test_close_reaches_the_peer() -> None:
+    pair = SessionPair.create(seed=42, link=LINK)
+    pair.sim.run_until(1.0)
+    pair.client.session.close(0, "bye", now=pair.sim.now)
+    pair.sim.run_until(2.0)
+    ends = [e for e in pair.server.events if isinstance(e, ev.SessionTerminated)]
+    assert ends == [ev.SessionTerminated(0, "bye", by_peer=True)]
+
+
+def test_port_rebinding_and_address_changes_are_followed() -> None:
+    seed = 51
+    pair = SessionPair.create(seed=seed, link=LINK)
+    transfer = Transfer.start(pair, up=1 * MIB, down=3 * MIB, seed=seed)
+    pair.sim.rebind("client", ("10.0.0.2", 40001), at=1.0)
+    for i in range(1, 6):
+        pair.sim.rebind("client", ("10.0.0.2", 40001 + i), at=1.0 + 5 * i)
+    pair.sim.rebind("client", ("203.0.113.77", 5555), at=32.0)
+    transfer.run(limit=120.0)
+    transfer.assert_exact(seed)
+    assert pair.server.session.peer == ("203.0.113.77", 5555) or pair.sim.now < 32.0
+    changes = [e for e in pair.server.events if isinstance(e, ev.PathChanged)]
+    assert changes, "the server never followed the client"
+
+
+def test_bouncing_between_three_addresses() -> None:
+    seed = 52
+    pair = SessionPair.create(seed=seed, link=LINK)
+    transfer = Transfer.start(pair, up=2 * MIB, down=2 * MIB, seed=seed)
+    addrs = [CLIENT_ADDR, ("10.9.0.2", 40000), ("172.16.5.5", 6000)]
+    pair.sim.bounce("client", addrs, start=0.5, every=2.0)
+    transfer.run(limit=120.0)
+    transfer.assert_exact(seed)
+
+
+def test_copied_packet_from_attacker_never_takes_the_session_over() -> None:
+    seed = 53
+    pair = SessionPair.create(seed=seed, link=LINK)
+    transfer = Transfer.start(pair, up=200_000, down=2 * MIB, seed=seed)
+    attacker = ("198.18.0.66", 666)
+    captured: list[bytes] = []
+
+    def capture(dst: str, data: bytes, src: object, now: float) -> None:
+        if dst == "server" and len(captured) < 50:
+            captured.append(data)
+
+    pair.sim.on_deliver = capture
+    pair.sim.run_until(1.0)
+    for i, data in enumerate(captured):
+        pair.sim.inject(attacker, "server", data, at=1.0 + i * 0.01)
+    transfer.run(limit=60.0)
+    transfer.assert_exact(seed)
+    assert pair.server.session.peer == CLIENT_ADDR
+    stats = pair.server.session.stats(now=pair.sim.now)
+    assert stats.invalid_dropped >= len(captured)  # every copy was a replay
+    assert SERVER_ADDR != attacker
+
+
+def test_forged_and_truncated_packets_change_nothing() -> None:
+    pair = SessionPair.create(seed=54, link=LINK)
+    pair.sim.run_until(1.0)
+    server = pair.server.session
+    before = server.stats(now=pair.sim.now)
+    genuine: list[bytes] = []
+    pair.sim.on_deliver = lambda dst, data, src, now: genuine.append(data) if dst == "server" else None
+    channel = pair.open()
+    pair.client.write(channel, b"abc")
+    pair.sim.run_until(2.0)
+    assert genuine
+    sample = genuine[0]
+    forged = [
+        sample[:20],
+        sample + b"\x00",
+        bytes([sample[0] ^ 1]) + sample[1:],
+        sample[:40] + bytes([sample[40] ^ 0x80]) + sample[41:],
+        b"\x20" + b"\x00" * 60,
+        b"",
+    ]
+    for i, data in enumerate(forged):
+        pair.sim.inject(("198.18.0.1", 9), "server", data, at=2.0 + i * 0.001)
+    pair.sim.run_until(3.0)
+    after = server.stats(now=pair.sim.now)
+    assert after.invalid_dropped - before.invalid_dropped >= len(forged)
+    assert server.peer == CLIENT_ADDR
+    assert not server.terminated
