@@ -41,6 +41,9 @@ class SessionConfig:
     probe_backoff_cap: float = 30.0
     #: Probe timeouts in a row without any answer before we call it an outage.
     outage_after_probes: int = 3
+    #: ...and at least this much silence: on a 90 %-loss link a few quiet probe
+    #: timeouts are normal and must not switch the sender to probing only.
+    outage_min_silence: float = 10.0
     #: A session with no authenticated packet for this long is closed (both sides).
     #: 96 h so a 72-hour outage is survived with a day to spare.
     idle_timeout: float = 96 * HOUR

@@ -134,6 +134,10 @@ class SendState:
     sent_time: float
     is_app_limited: bool
     epoch: int
+    #: Bytes sent in total including this packet, and at ``first_sent_time``: their
+    #: difference over the send interval is the rate we actually offered the path.
+    sent_total: int = 0
+    first_sent_total: int = 0
 
 
 class _MaxFilter:
@@ -194,6 +198,8 @@ class RateController:
         self._delivered = 0
         self._delivered_time = 0.0
         self._first_sent_time = 0.0
+        self._sent_total = 0
+        self._first_sent_total = 0
         self._app_limited_until = 0  # C.app_limited: delivered mark ending app-limited phase
         self._inflight_hint = 0
         self._epoch = 0
@@ -267,14 +273,18 @@ class RateController:
         if bytes_in_flight <= 0:
             # Start of a new flight: sampling intervals must not span the idle period (§3.2).
             self._first_sent_time = now
+            self._first_sent_total = self._sent_total
             self._delivered_time = now
         if self._round_start_time is None:
             self._round_start_time = now
         self._inflight_hint = max(bytes_in_flight, 0) + size
+        self._sent_total += size
         return SendState(
             delivered=self._delivered,
             delivered_time=self._delivered_time,
             first_sent_time=self._first_sent_time,
+            sent_total=self._sent_total + size,
+            first_sent_total=self._first_sent_total,
             sent_time=now,
             is_app_limited=self._app_limited_until != 0,
             epoch=self._epoch,
@@ -302,7 +312,9 @@ class RateController:
             self._round_min_rtt = min(self._round_min_rtt, rtt.latest)
         if state.is_app_limited:
             self._round_app_limited = True
-        self._first_sent_time = max(self._first_sent_time, state.sent_time)
+        if state.sent_time > self._first_sent_time:
+            self._first_sent_time = state.sent_time
+            self._first_sent_total = state.sent_total
         self._rate_sample(state, size, rtt)
         if state.delivered >= self._next_round_delivered:
             self._end_round(now, rtt)
@@ -310,7 +322,7 @@ class RateController:
             self.state == "startup"
             and self._round_acked >= _STARTUP_QUEUE_SAMPLES
             and rtt.has_sample
-            and self._round_min_rtt > _queue_threshold(rtt.windowed_min_rtt)
+            and self._round_min_rtt > _queue_threshold(rtt.min_rtt)
         ):
             # Like HyStart++ (RFC 9406 §4.2), judge the RTT after a few samples instead of
             # at the round's end: with a queue building, a round lasts longer and longer.
@@ -339,6 +351,7 @@ class RateController:
         self._bw.reset(self._round_count, est)
         self._next_round_delivered = self._delivered
         self._first_sent_time = now
+        self._first_sent_total = self._sent_total
         self._delivered_time = now
         self._app_limited_until = 0
         self._reset_round(now)
@@ -372,6 +385,13 @@ class RateController:
         # margin makes the filtered maximum roughly unbiased; at p = 0 it is plain BBR.
         noise = math.sqrt(p * size / max(delivered, size))
         sample = delivered / interval / (1 - p) / (1 + _NOISE_Z * noise)
+        if send_elapsed > 0:
+            # The loss correction can never claim the path carried more than we offered
+            # it: with p near 1 a few lucky ACKs (or ACK compression) would otherwise
+            # multiply into a rate many times the bottleneck, and the queue overflow that
+            # follows would feed the loss estimate further (a runaway).
+            offered = (state.sent_total - state.first_sent_total) / send_elapsed
+            sample = min(sample, offered)
         # App-limited samples may raise but never lower the estimate (BBR §4.1.1.5).
         if state.is_app_limited and sample <= self.bandwidth_estimate:
             return
@@ -396,7 +416,11 @@ class RateController:
         app_limited = self._round_app_limited
         self._reset_round(now)
 
-        wmin = rtt.windowed_min_rtt
+        # Queueing is judged against the smallest RTT ever seen on this path, not the
+        # 10-second window: a queue we keep full for 10 s would otherwise become the new
+        # baseline, and the loss correction would then read our own tail drops as random
+        # loss and run away (BBR needs ProbeRTT for the same reason).
+        wmin = rtt.min_rtt
         queued = False
         if rtt.has_sample and math.isfinite(round_rtt):
             if round_rtt <= wmin + max(_NO_QUEUE_ABS, _NO_QUEUE_REL * wmin):

@@ -229,14 +229,19 @@ class HeaderProtection:
         bytes, the version nibble is not 2, the key id is unknown, or a reserved flag bit is
         set after unmasking. The header is *not* authenticated yet.
         """
-        rest, header = self._unmask(bytes(datagram))
+        if type(datagram) is not bytes:  # bytearray/memoryview from a socket buffer
+            datagram = bytes(datagram)
+        rest, header = self._unmask(datagram)
         flags = rest >> 112
-        return Header(
-            datagram[0] & 0x0F,
-            bool(flags & _FLAG_FROM_SERVER),
-            flags & _FLAG_KEY_PHASE,
-            header[2:10],
-            rest & _COUNTER_MASK,
+        return _new_tuple(
+            Header,
+            (
+                datagram[0] & 0x0F,
+                bool(flags & _FLAG_FROM_SERVER),
+                flags & _FLAG_KEY_PHASE,
+                header[2:10],
+                rest & _COUNTER_MASK,
+            ),
         )
 
 
@@ -329,41 +334,48 @@ class _EpochKeys:
 class ReplayWindow:
     """Sliding anti-replay window over 48-bit counters (section 3.2, after RFC 6479).
 
-    Holds the largest counter marked and a bitmap of the ``SIZE`` counters ending at it
-    (bit ``i`` is counter ``largest - i``). A counter ``SIZE - 1`` below the largest is still
-    inside; ``SIZE`` below is too old. Counters outside 0..MAX_COUNTER are always "seen".
+    Keeps the largest counter accepted and one bit for each of the ``SIZE`` counters ending
+    at it. A counter ``SIZE - 1`` below the largest is still inside; ``SIZE`` below is too
+    old. Counters outside 0..MAX_COUNTER are always "seen".
+
+    The bits live in a ring of 64-bit words indexed by ``counter >> 6`` (RFC 6479): moving the
+    window forward clears the words it passes instead of shifting a 4096-bit integer, which
+    made the common in-order case several times cheaper.
     """
 
     SIZE = 4096
-    _MASK = (1 << SIZE) - 1
-    # The bitmap may grow to twice SIZE bits before it is trimmed: trimming on every shift
-    # would cost a 512-byte AND per packet. Bits past SIZE are never read.
-    _TRIM_BITS = 2 * SIZE
+    _WORDS = 128  # a power of two >= SIZE / 64 + 1, so the window never wraps onto itself
+    _WORD_MASK = _WORDS - 1
 
-    __slots__ = ("_bitmap", "_largest")
+    __slots__ = ("_largest", "_ring")
 
     def __init__(self) -> None:
         self._largest = -1
-        self._bitmap = 0
+        self._ring = [0] * self._WORDS
 
     @property
     def largest(self) -> int:
-        """Largest counter marked so far, -1 before the first."""
+        """Largest counter accepted so far, -1 before the first."""
         return self._largest
 
     @property
     def bitmap(self) -> int:
-        """Bit ``i`` set means counter ``largest - i`` was marked (``i < SIZE``)."""
-        return self._bitmap & self._MASK
+        """Bit ``i`` set means counter ``largest - i`` was accepted (diagnostics; not fast)."""
+        ring, largest, bitmap = self._ring, self._largest, 0
+        for i in range(min(self.SIZE, largest + 1)):
+            counter = largest - i
+            if (ring[(counter >> 6) & self._WORD_MASK] >> (counter & 63)) & 1:
+                bitmap |= 1 << i
+        return bitmap
 
     def seen(self, counter: int) -> bool:
-        """True if ``counter`` must be refused: already marked, or left of the window."""
+        """True if ``counter`` must be refused: already accepted, or left of the window."""
         diff = self._largest - counter
         if diff < 0:
             return counter > MAX_COUNTER
         if diff >= self.SIZE:
             return True
-        return bool((self._bitmap >> diff) & 1)
+        return bool((self._ring[(counter >> 6) & self._WORD_MASK] >> (counter & 63)) & 1)
 
     def mark(self, counter: int) -> None:
         """Record ``counter`` as received; counters left of the window are ignored."""
@@ -373,25 +385,30 @@ class ReplayWindow:
 
     def accept(self, counter: int) -> bool:
         """``not seen(counter)``, and if so ``mark(counter)``, in one step (the hot path)."""
-        diff = counter - self._largest
-        if diff > 0:
+        largest = self._largest
+        ring = self._ring
+        if counter > largest:
             if counter > MAX_COUNTER:
                 return False
-            if diff >= self.SIZE:
-                self._bitmap = 1
-            else:
-                bitmap = (self._bitmap << diff) | 1
-                if bitmap.bit_length() > self._TRIM_BITS:
-                    bitmap &= self._MASK
-                self._bitmap = bitmap
+            word = counter >> 6
+            current = largest >> 6
+            if word != current:
+                if word - current >= self._WORDS:
+                    ring[:] = [0] * self._WORDS
+                else:
+                    for index in range(current + 1, word + 1):
+                        ring[index & self._WORD_MASK] = 0
+            ring[word & self._WORD_MASK] |= 1 << (counter & 63)
             self._largest = counter
             return True
-        if diff <= -self.SIZE or counter < 0:
+        if largest - counter >= self.SIZE or counter < 0:
             return False
-        bit = 1 << -diff
-        if self._bitmap & bit:
+        index = (counter >> 6) & self._WORD_MASK
+        bit = 1 << (counter & 63)
+        bits = ring[index]
+        if bits & bit:
             return False
-        self._bitmap |= bit
+        ring[index] = bits | bit
         return True
 
 

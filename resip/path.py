@@ -6,6 +6,8 @@ Rules (PROTOCOL.md §5.9, §6; mosh ``network.cc``, RFC 9000 §8-9):
   counter is above every counter received) may move the reply address. An old
   packet replayed or copied from elsewhere arrives with a counter we have seen,
   or a smaller one, and moves nothing.
+- The session's first address is trusted (it arrived authenticated, right after the
+  API call that created the session); every later one must be validated.
 - An address that has not answered a PATH_CHALLENGE is *unvalidated*: we send it
   at most three times the bytes it sent us, so a forged source cannot turn the
   server into an amplifier.
@@ -75,11 +77,13 @@ class PathManager:
         info.bytes_received += size
         current = self.current
         if current is None:
-            # The very first packet of a session: its address came with a valid key,
-            # but it is still only as good as a validated path once it answers.
+            # The very first packet of a fresh session, authenticated and within seconds
+            # of the API call that made it: trust its address, as QUIC trusts the address
+            # its handshake validated. Limiting it would stall session start on a lossy
+            # link, where a challenge round trip can take minutes.
+            info.validated = True
             self.current = info
             self.history.append(address)
-            self._start_challenge(info, now=now, timeout=timeout)
             return None
         if not newest or info is current:
             return None
@@ -105,11 +109,16 @@ class PathManager:
 
     def challenge_to_send(self) -> tuple[bytes, Hashable] | None:
         """A PATH_CHALLENGE to put in the next packet to ``address``, once per challenge."""
-        if self._challenge is None or not self._challenge_due:
+        if self._challenge is None:
             return None
-        self._challenge_due = False
         data, address, _ = self._challenge
-        return data, address
+        current = self.current
+        if self._challenge_due or (current is not None and current.address == address):
+            # Repeated in every packet to the unvalidated address: on a lossy link one
+            # copy is not enough, and ten bytes are cheap next to a stalled path.
+            self._challenge_due = False
+            return data, address
+        return None
 
     def on_response(self, data: bytes) -> bool:
         """A PATH_RESPONSE arrived; True if it validated the challenged address."""

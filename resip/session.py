@@ -27,6 +27,7 @@ Rules the code below keeps:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -89,8 +90,16 @@ TERMINATE_PROTOCOL_ERROR = 10
 _UNLIMITED = 1 << 62
 #: Smallest room worth starting another record in.
 _MIN_ROOM = 24
-#: Extra ACK-only packets we allow ourselves per received burst.
+#: Probe packets per probe timeout on a clean link, and at most on a very lossy one.
 _PROBE_PACKETS = 1
+_MAX_PROBE_BURST = 16
+#: ACK ranges per ACK. At 90 % loss the received set above the cumulative point is a
+#: comb with one range per arrival; reporting only a few dozen would make the sender
+#: resend records that already arrived. 150 items stay under ~900 bytes.
+_ACK_RANGES = 150
+#: Above this loss estimate, unacknowledged commands ride along in every packet.
+_REPEAT_LOSS = 0.3
+_REPEAT_COMMANDS = 4
 
 
 class Role(Enum):
@@ -544,6 +553,10 @@ class Session:
         inflight.on_largest_acked(ack.largest)
         for group in ack.groups:
             self._ack_records(group.channel, group.ranges, now=now)
+        if largest_packet is not None:
+            # The peer got this packet, yet records of it that its ACK does not list were
+            # refused (a channel not open there yet, or beyond credit): send them again.
+            self._requeue(largest_packet)
         for packet in inflight.detect_lost(now=now, loss_delay=self._rtt.loss_delay()):
             self._on_packet_lost(packet, now=now)
 
@@ -590,6 +603,10 @@ class Session:
 
     def _on_packet_lost(self, packet: SentPacket, *, now: float) -> None:
         self._cc.on_packet_lost(now=now, size=packet.size, state=packet.state, rtt=self._rtt)
+        self._requeue(packet)
+
+    def _requeue(self, packet: SentPacket) -> None:
+        """Queue the packet's still-unacknowledged records for retransmission."""
         for channel_id, pnum in packet.records:
             if channel_id == 0:
                 self._cmd.on_lost(pnum, packet.counter)
@@ -634,13 +651,16 @@ class Session:
         """The earliest time :meth:`handle_timer` has work to do, or None."""
         if self._terminated:
             return None
+        # A server that may not send to an unvalidated address yet has nothing to do until
+        # that address sends more (or validates): waking up for ACKs would spin.
+        blocked = self.is_server and self._paths.allowance() < OVERHEAD + INNER_PREFIX + _MIN_ROOM
         candidates = [
-            self._ack_at,
+            None if blocked else self._ack_at,
             self._inflight.loss_at,
             self._pto_at(),
             self._keepalive_at(),
             self._idle_at(),
-            self._pacing_at,
+            None if blocked else self._pacing_at,
             self._paths.next_timer() if self.is_server else None,
         ]
         return min(t for t in candidates if t is not None)
@@ -670,10 +690,12 @@ class Session:
 
     def _on_probe_timeout(self, *, now: float) -> None:
         self._pto_count += 1
+        last = self._last_received_at
         if (
             self._outage_since is None
             and self._pto_count >= self.config.outage_after_probes
-            and self._last_received_at is not None
+            and last is not None
+            and now - last >= self.config.outage_min_silence
         ):
             self._outage_since = self._last_received_at
             self.outages += 1
@@ -683,11 +705,23 @@ class Session:
         # the probe below carries the oldest of them (useful data, not just a ping).
         for packet in self._inflight.pop_all():
             self._on_packet_lost(packet, now=now)
-        self._probes_due = _PROBE_PACKETS
+        self._probes_due = self._probe_burst()
         # The probe timer's base moves even if nothing ack-eliciting could be sent.
         self._keepalive_sent_at = now
         if self._inflight.last_sent_at is not None:
             self._inflight.last_sent_at = now
+
+    def _probe_burst(self) -> int:
+        """Probe packets per probe timeout: enough that one likely gets through.
+
+        On a clean link one probe is enough; at 90 % loss a single probe per 30 s
+        would take minutes to get an answer through, so send as many as give a
+        90 % chance that one arrives (bounded, so a dead link costs little).
+        """
+        loss = min(self._cc.loss_estimate, 0.99)
+        if loss <= 0.1:
+            return _PROBE_PACKETS
+        return max(_PROBE_PACKETS, min(_MAX_PROBE_BURST, math.ceil(math.log(0.1) / math.log(loss))))
 
     # ---------------------------------------------------------------- sending
 
@@ -785,12 +819,14 @@ class Session:
                     del self._ack_channels[channel_id]
                     continue
                 recv = channel.recv
-            ranges[channel_id] = recv.received.newest(32)
+            ranges[channel_id] = recv.received.newest(_ACK_RANGES)
         for channel_id, rangeset in self._retired_acks.items():
-            ranges[channel_id] = rangeset.newest(32)
+            ranges[channel_id] = rangeset.newest(_ACK_RANGES)
         self._retired_acks.clear()
         delay_us = max(0, int((now - self._largest_received_at) * 1e6))
-        return ack_from_ranges(max(self._largest_received, 0), delay_us, ranges)
+        return ack_from_ranges(
+            max(self._largest_received, 0), delay_us, ranges, max_items=_ACK_RANGES
+        )
 
     def _credits(self, only: dict[int, float] | None) -> list[Credit]:
         """CREDIT messages: for ``only``'s channels (riding with an ACK) or every dirty one."""
@@ -842,6 +878,10 @@ class Session:
             room = self._fill_data(records, eliciting_records, room, now=now)
             if eliciting_records:
                 eliciting = True
+        if self._probes_due > 0 and not eliciting and room >= _MIN_ROOM:
+            # Nothing left to retransmit: a keep-alive request makes the probe answerable.
+            records.append(encode_record(self._unordered(encode_command(KeepAlive()))))
+            eliciting = True
         if not records:
             return None
         if eliciting and self._probes_due > 0:
@@ -901,6 +941,9 @@ class Session:
             records.append(encoded)
             carried.append((0, record.pnum))
             room -= len(encoded)
+        if self.channels.has_work():
+            # Only alongside data: a packet of nothing but repeated commands is waste.
+            room = self._repeat_commands(records, carried, room)
         # Channel data: lost records first, then new data round-robin.
         while room >= _MIN_ROOM:
             item = self.channels.next_record(room, now=now)
@@ -924,6 +967,27 @@ class Session:
             if channel is not None:
                 self._maybe_stop(channel, now=now)
                 self._wake_writer(channel)
+        return room
+
+    def _repeat_commands(
+        self, records: list[bytes], carried: list[tuple[int, int]], room: int
+    ) -> int:
+        """On a very lossy link (or before the peer was ever heard), repeat unacknowledged
+        commands in every packet: a lost START or STOP would otherwise cost a whole
+        loss-detection round, and at 90 % loss that is most of them. Copies carry the
+        same pnum, so the receiver drops the extras."""
+        if self.state is not State.CONNECTING and self._cc.loss_estimate < _REPEAT_LOSS:
+            return room
+        already = {pnum for channel_id, pnum in carried if channel_id == 0}
+        for pnum, record in list(self._cmd.unacked.items())[:_REPEAT_COMMANDS]:
+            if pnum in already or record.counter < 0:
+                continue
+            encoded = self._encode_out(0, record)
+            if len(encoded) > room:
+                break
+            records.append(encoded)
+            carried.append((0, pnum))
+            room -= len(encoded)
         return room
 
     def _wake_writer(self, channel: Channel) -> None:

@@ -233,6 +233,8 @@ def test_header_protection_hides_the_header() -> None:
     assert packet[10:16] != bytes(6)
     header = make_hp().unmask_untrusted(packet)
     assert header == Header(HP_ID, False, 0, SID, 0)
+    assert make_hp().unmask_untrusted(bytearray(packet)) == header  # type: ignore[arg-type,unused-ignore]
+    assert make_hp().unmask_untrusted(memoryview(packet)) == header  # type: ignore[arg-type,unused-ignore]
 
 
 def test_open_with_header_untrusted() -> None:
@@ -513,8 +515,28 @@ def test_wireguard_bulk_vectors(sequence: range, tail: list[tuple[int, bool]]) -
         assert check_and_mark(window, counter) is expected, counter
 
 
+def random_walk(steps: list[int]) -> list[int]:
+    """Counters near a moving front: mostly forward, sometimes back across the window edge."""
+    counters, position = [], 0
+    for step in steps:
+        position = max(0, position + step)
+        counters.append(position)
+    return counters
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 3 * ReplayWindow.SIZE), max_size=300))
+@given(
+    st.one_of(
+        st.lists(st.integers(0, 3 * ReplayWindow.SIZE), max_size=300),
+        st.lists(
+            st.one_of(
+                st.integers(-ReplayWindow.SIZE - 70, 70),
+                st.sampled_from([64, 65, 4095, 4096, 4097, 8192, 8256]),
+            ),
+            max_size=400,
+        ).map(random_walk),
+    )
+)
 def test_replay_window_matches_a_set_model(counters: list[int]) -> None:
     window = ReplayWindow()
     delivered: set[int] = set()
@@ -526,6 +548,9 @@ def test_replay_window_matches_a_set_model(counters: list[int]) -> None:
             delivered.add(counter)
             largest = max(largest, counter)
         assert window.largest == largest
+    for counter in range(max(0, largest - ReplayWindow.SIZE - 2), largest + 2):
+        expected_seen = counter in delivered or largest - counter >= ReplayWindow.SIZE
+        assert window.seen(counter) is expected_seen, counter
 
 
 def test_replay_through_the_protector() -> None:

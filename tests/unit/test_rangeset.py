@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -140,7 +142,7 @@ class RangeSetMachine(RuleBasedStateMachine):
         for s, e in ranges:
             assert 0 <= s <= e
             covered.update(range(s, e + 1))
-        for (_, end), (start, _) in zip(ranges, ranges[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(ranges):
             assert end + 1 < start  # disjoint and not touching
         assert covered == self.ref
         assert self.rs.count() == len(self.ref)

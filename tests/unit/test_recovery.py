@@ -137,9 +137,11 @@ def test_windowed_min_matches_brute_force(steps: list[tuple[float, float]]) -> N
         # may keep a smaller one at most that much longer; never beyond.
         slack = window / 64
         loose_low = min(s for t, s in history if t >= now - window - slack)
-        loose_high = min(s for t, s in history if t >= now - window + slack) if any(
-            t >= now - window + slack for t, _ in history
-        ) else exact
+        loose_high = (
+            min(s for t, s in history if t >= now - window + slack)
+            if any(t >= now - window + slack for t, _ in history)
+            else exact
+        )
         assert loose_low <= rtt.windowed_min_rtt <= max(exact, loose_high)
         assert rtt.min_rtt == min(s for _, s in history)
         assert rtt.min_rtt <= rtt.windowed_min_rtt
