@@ -449,7 +449,9 @@ class PacketProtector:
         "_suite",
         "_tx",
         "_tx_b0",
+        "_tx_confirmed",
         "_tx_deadline",
+        "_tx_epoch_first",
         "_tx_encrypt",
         "_tx_header_base",
         "_tx_iv",
@@ -499,6 +501,9 @@ class PacketProtector:
         self._tx_mask = ecb.update
         self._tx_header_base = ((_FLAG_FROM_SERVER if is_server else 0) << 112) | (sid_int << 48)
         self._tx_next = 0
+        self._tx_epoch_first = 0
+        # The receiver starts in epoch 0, so epoch 0 needs no confirmation.
+        self._tx_confirmed = True
         self._tx_update_at = 0
         self._tx_slow_at = 0
         self._tx_deadline = 0.0
@@ -592,10 +597,23 @@ class PacketProtector:
         self._tx_header_base = (self._tx_header_base & ~(_FLAG_KEY_PHASE << 112)) | (
             (keys.epoch & 1) << 112
         )
+        self._tx_epoch_first = self._tx_next
+        self._tx_confirmed = keys.epoch == 0
         self._tx_update_at = self._tx_next + limits.update_after_packets
         # One comparison on the hot path covers both the packet limit and exhaustion.
         self._tx_slow_at = min(self._tx_update_at, limits.max_counter + 1)
         self._tx_deadline = now + limits.update_after_seconds
+
+    def on_peer_acked(self, counter: int) -> None:
+        """The peer acknowledged our packet ``counter``: it follows our current epoch if
+        the packet was sealed in it. Only then may the next automatic key update happen."""
+        if counter >= self._tx_epoch_first:
+            self._tx_confirmed = True
+
+    @property
+    def send_epoch_confirmed(self) -> bool:
+        """Whether the peer has acknowledged a packet of our current send epoch."""
+        return self._tx_confirmed
 
     def update_keys(self, *, now: float) -> None:
         """Move our send side to the next key epoch now."""
@@ -615,7 +633,13 @@ class PacketProtector:
         if counter >= self._tx_slow_at or now >= self._tx_deadline:
             if counter > self._limits.max_counter:
                 raise LocalProtocolError("packet counter exhausted: close the session")
-            if counter >= self._tx_update_at or now >= self._tx_deadline:
+            due = counter >= self._tx_update_at or now >= self._tx_deadline
+            # QUIC's rule (RFC 9001 §6.1): never move two epochs ahead of a peer that has
+            # not yet shown it follows, or a long outage with hourly updates leaves it
+            # unable to find our key. Past 4x the packet limit (still 2^2.6 below the
+            # AEAD limit) safety wins over liveness.
+            forced = counter >= self._tx_epoch_first + 4 * self._limits.update_after_packets
+            if due and (self._tx_confirmed or forced):
                 self.update_keys(now=now)
         # Consume the counter before the AEAD runs: no path may ever reuse it.
         self._tx_next = counter + 1

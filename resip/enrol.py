@@ -89,6 +89,13 @@ def _parse_port(text: str, what: str) -> int:
     return _check_port(int(text), what)
 
 
+def _check_api_key(key: str) -> str:
+    # Whitespace and unprintable characters would not survive copy and paste intact.
+    if not key or any(c.isspace() or not c.isprintable() for c in key):
+        raise ConfigError("API key is empty or contains whitespace or control characters")
+    return key
+
+
 def _check_fingerprint(fp: str) -> str:
     if _FINGERPRINT.fullmatch(fp) is None:
         raise ConfigError("bad fingerprint 'fp': expected 64 hex digits (SHA-256)")
@@ -97,8 +104,7 @@ def _check_fingerprint(fp: str) -> str:
 
 def format_uri(e: Enrolment) -> str:
     """The enrolment URI for ``e``. Raises :class:`ConfigError` for invalid fields."""
-    if not e.api_key:
-        raise ConfigError("the enrolment has no API key")
+    _check_api_key(e.api_key)
     host = validate_host(e.host)
     netloc_host = f"[{host}]" if ":" in host else host
     query = []
@@ -120,7 +126,7 @@ def parse_uri(uri: str) -> Enrolment:
         parts = urlsplit(uri)
     except ValueError as exc:
         raise ConfigError(f"enrolment URI is malformed: {exc}") from None
-    if parts.scheme != SCHEME:
+    if parts.scheme != SCHEME or not uri[len(SCHEME) + 1 :].startswith("//"):
         raise ConfigError(f"enrolment URI must start with '{SCHEME}://'")
     if parts.path not in ("", "/"):
         raise ConfigError("enrolment URI must have no path")
@@ -136,8 +142,7 @@ def parse_uri(uri: str) -> Enrolment:
         api_key = unquote(userinfo, errors="strict")
     except UnicodeDecodeError:
         raise ConfigError("enrolment URI API key is not valid percent-encoded UTF-8") from None
-    if not api_key or any(c.isspace() or not c.isprintable() for c in api_key):
-        raise ConfigError("enrolment URI API key is empty or contains control characters")
+    _check_api_key(api_key)
 
     if hostport.startswith("["):
         close = hostport.find("]")
@@ -146,6 +151,8 @@ def parse_uri(uri: str) -> Enrolment:
         host, rest = hostport[1:close], hostport[close + 1 :]
         if ":" not in host:
             raise ConfigError("only IPv6 addresses go in brackets")
+    elif hostport.count(":") > 1:
+        raise ConfigError("an IPv6 host must be in brackets: resip://KEY@[2001:db8::1]:PORT")
     else:
         host, colon, port_text = hostport.partition(":")
         rest = colon + port_text

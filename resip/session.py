@@ -96,7 +96,17 @@ _MAX_PROBE_BURST = 16
 #: ACK ranges per ACK. At 90 % loss the received set above the cumulative point is a
 #: comb with one range per arrival; reporting only a few dozen would make the sender
 #: resend records that already arrived. 150 items stay under ~900 bytes.
-_ACK_RANGES = 150
+_ACK_RANGES = 64
+#: Channels whose record ranges one ACK lists (the most recently active).
+_ACK_CHANNELS = 16
+#: Packet-counter ranges per ACK (PROTOCOL.md §5.4): at 90 % loss one per arrival.
+_PACKET_RANGES = 128
+#: How far below the newest counter ACKs still report gaps.
+_COUNTER_REPORT_SPAN = 2048
+#: How far below the newest counter we still remember which packets arrived.
+_COUNTER_MEMORY = 1 << 16
+#: Records held for channels whose START has not arrived yet (bounded memory).
+_EARLY_RECORDS = 1024
 #: Above this loss estimate, unacknowledged commands ride along in every packet.
 _REPEAT_LOSS = 0.3
 _REPEAT_COMMANDS = 4
@@ -204,6 +214,12 @@ class Session:
         self._ack_pending = 0
         self._ack_at: float | None = None
         self._ack_channels: dict[int, float] = {}
+        #: Counters of packets whose records were all accepted (what ACKs report).
+        self._received_counters = RangeSet()
+        self._refused = False
+        #: Server: records for channels whose START has not arrived yet (reordering).
+        self._early: dict[int, list[Record]] = {}
+        self._early_count = 0
         self._retired_acks: dict[int, RangeSet] = {}
         # Unordered control messages waiting for the next packet.
         self._keepalive_request = not self.is_server
@@ -405,8 +421,15 @@ class Session:
         try:
             records = parse_inner_untrusted(opened.plaintext, from_server=not self.is_server)
             eliciting = False
+            self._refused = False
             for record in records:
                 eliciting |= self._on_record(record, now=now)
+            if not self._refused:
+                # Only a packet whose every record was taken may be acknowledged as a
+                # whole; otherwise the sender must learn the refused ones are missing.
+                self._received_counters.add(counter)
+                if counter & 0xFFF == 0:
+                    self._received_counters.remove_below(counter - _COUNTER_MEMORY)
         except (WireError, ProtocolViolation) as exc:
             code = exc.code if isinstance(exc, ProtocolViolation) else CLOSE_PROTOCOL_ERROR
             self.close(code, f"protocol error: {exc}", now=now)
@@ -437,6 +460,7 @@ class Session:
                 return self._on_command(
                     parse_command_untrusted(record.data, from_server=not self.is_server), now=now
                 )
+            self._ack_channels.pop(0, None)
             self._ack_channels[0] = now
             commands = self._cmd_recv.on_record(
                 record.pnum, record.data, record.compressed, record.fragment
@@ -452,15 +476,18 @@ class Session:
                 # Finished or aborted: acknowledge so the peer stops retransmitting.
                 self._retired_acks.setdefault(record.channel, RangeSet()).add(record.pnum)
                 return True
-            return False  # not opened yet (START still on its way): no ACK, it comes again
+            return self._hold_early(record)
+        # Re-insert so the dict stays ordered by last arrival (see _ack_targets).
+        self._ack_channels.pop(record.channel, None)
         self._ack_channels[record.channel] = now
         before = channel.recv.duplicates
+        top = channel.recv.received.last
         messages = channel.recv.on_record(
             record.pnum, record.data, record.compressed, record.fragment
         )
         if channel.recv.duplicates != before:
             self.duplicates += 1
-        elif record.pnum <= channel.recv.advertised and record.pnum != channel.recv.delivered_pnum:
+        elif top is not None and record.pnum > top + 1:
             # A gap: acknowledge at once so the sender learns about the loss quickly.
             self._ack_at = now
         for message in messages:
@@ -470,6 +497,15 @@ class Session:
         if messages:
             self.channels.mark_credit(channel.channel_id)
         self._check_channel_done(channel, now=now)
+        return True
+
+    def _hold_early(self, record: Record) -> bool:
+        """A record for a channel whose START is still on its way (reordered or lost)."""
+        if not self.is_server or self._early_count >= _EARLY_RECORDS:
+            self._refused = True
+            return False
+        self._early.setdefault(record.channel, []).append(record)
+        self._early_count += 1
         return True
 
     def _on_command(self, cmd: Command, *, now: float) -> bool:  # noqa: C901, PLR0912
@@ -529,6 +565,9 @@ class Session:
             )
             return
         self._events.append(ev.ChannelRequested(cmd.channel, cmd.proto, cmd.host, cmd.port))
+        for early in self._early.pop(cmd.channel, ()):
+            self._early_count -= 1
+            self._on_record(early, now=now)
 
     def _check_channel_done(self, channel: Channel, *, now: float) -> None:
         if channel.recv.finished and not channel.ended_reported:
@@ -543,6 +582,7 @@ class Session:
     def _on_ack(self, ack: Ack, *, now: float) -> None:
         if ack.largest >= self._protector.next_counter:
             raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "ACK of a packet never sent")
+        self._protector.on_peer_acked(ack.largest)
         inflight = self._inflight
         largest_packet = inflight.packets.get(ack.largest)
         if largest_packet is not None:
@@ -551,12 +591,19 @@ class Session:
             self._rtt.update(sample, ack_delay=delay, now=now)
             self._ack_packet(ack.largest, now=now)
         inflight.on_largest_acked(ack.largest)
+        packets = inflight.packets
+        for start, end in ack.packets:
+            if not packets:
+                break
+            if end - start < len(packets):
+                counters: list[int] | range = range(start, end + 1)
+            else:
+                counters = [c for c in packets if start <= c <= end]
+            for counter in counters:
+                if counter in packets:
+                    self._ack_packet(counter, now=now)
         for group in ack.groups:
             self._ack_records(group.channel, group.ranges, now=now)
-        if largest_packet is not None:
-            # The peer got this packet, yet records of it that its ACK does not list were
-            # refused (a channel not open there yet, or beyond credit): send them again.
-            self._requeue(largest_packet)
         for packet in inflight.detect_lost(now=now, loss_delay=self._rtt.loss_delay()):
             self._on_packet_lost(packet, now=now)
 
@@ -591,15 +638,25 @@ class Session:
                 if record is not None and record.counter >= 0:
                     self._ack_packet(record.counter, now=now)
         if channel is not None:
-            if channel.want_writable and channel.send.capacity() > 0:
-                channel.want_writable = False
-                self._events.append(ev.ChannelWritable(channel.channel_id))
-            self._check_channel_done(channel, now=now)
+            self._after_channel_acked(channel, now=now)
+
+    def _after_channel_acked(self, channel: Channel, *, now: float) -> None:
+        self._wake_writer(channel)
+        self._check_channel_done(channel, now=now)
 
     def _ack_packet(self, counter: int, *, now: float) -> None:
         packet = self._inflight.pop(counter)
-        if packet is not None:
-            self._cc.on_packet_acked(now=now, size=packet.size, state=packet.state, rtt=self._rtt)
+        if packet is None:
+            return
+        self._cc.on_packet_acked(now=now, size=packet.size, state=packet.state, rtt=self._rtt)
+        # The peer took every record of an acknowledged packet (PROTOCOL.md §5.4).
+        for channel_id, pnum in packet.records:
+            if channel_id == 0:
+                self._cmd.on_acked(pnum)
+                continue
+            channel = self.channels.get(channel_id)
+            if channel is not None and channel.send.on_acked(pnum) is not None:
+                self._after_channel_acked(channel, now=now)
 
     def _on_packet_lost(self, packet: SentPacket, *, now: float) -> None:
         self._cc.on_packet_lost(now=now, size=packet.size, state=packet.state, rtt=self._rtt)
@@ -791,8 +848,9 @@ class Session:
             self._keepalive_response = False
         ack_due = self._ack_pending > 0 and (self._ack_at is None or now >= self._ack_at)
         if ack_due or self._retired_acks:
-            cmds.append(self._build_ack(now=now))
-            cmds.extend(self._credits(self._ack_channels))
+            targets = self._ack_targets(now)
+            cmds.append(self._build_ack(targets, now=now))
+            cmds.extend(self._credits(targets))
         elif self.channels.credit_dirty or self._credit_all:
             cmds.extend(self._credits(None))
         for cmd in cmds:
@@ -803,55 +861,83 @@ class Session:
             room -= len(encoded)
         return records
 
-    def _build_ack(self, *, now: float) -> Ack:
+    def _ack_targets(self, now: float) -> list[int]:
+        """Channels whose records the next ACK lists: the most recently active ones.
+
+        ``_ack_channels`` is ordered by last arrival (oldest first), so stale entries
+        are trimmed from the front and the newest are taken from the back. Packet
+        counter ranges carry the loss information; record ranges add redundancy for
+        the channels in use, so a bounded few are enough even with 10,000 channels.
+        """
+        linger = max(1.0, 4 * self._rtt.smoothed)
+        acks = self._ack_channels
+        while acks:
+            oldest = next(iter(acks))
+            if now - acks[oldest] <= linger:
+                break
+            del acks[oldest]
+        return list(acks)[-_ACK_CHANNELS:]
+
+    def _build_ack(self, targets: list[int], *, now: float) -> Ack:
         self._ack_pending = 0
         self._ack_at = None
-        linger = max(1.0, 4 * self._rtt.smoothed)
         ranges: dict[int, list[tuple[int, int]]] = {}
-        for channel_id, seen_at in list(self._ack_channels.items()):
-            if now - seen_at > linger:
-                del self._ack_channels[channel_id]
+        for channel_id in targets:
+            if channel_id == 0:
+                ranges[0] = self._cmd_recv.received.newest(_ACK_RANGES)
                 continue
-            recv = self._cmd_recv if channel_id == 0 else None
-            if recv is None:
-                channel = self.channels.get(channel_id)
-                if channel is None:
-                    del self._ack_channels[channel_id]
-                    continue
-                recv = channel.recv
-            ranges[channel_id] = recv.received.newest(_ACK_RANGES)
+            channel = self.channels.get(channel_id)
+            if channel is None:
+                self._ack_channels.pop(channel_id, None)
+                continue
+            ranges[channel_id] = channel.recv.received.newest(_ACK_RANGES)
         for channel_id, rangeset in self._retired_acks.items():
             ranges[channel_id] = rangeset.newest(_ACK_RANGES)
         self._retired_acks.clear()
         delay_us = max(0, int((now - self._largest_received_at) * 1e6))
         return ack_from_ranges(
-            max(self._largest_received, 0), delay_us, ranges, max_items=_ACK_RANGES
+            max(self._largest_received, 0),
+            delay_us,
+            ranges,
+            max_items=_ACK_RANGES,
+            packets=self._recent_counter_ranges(),
         )
 
-    def _credits(self, only: dict[int, float] | None) -> list[Credit]:
-        """CREDIT messages: for ``only``'s channels (riding with an ACK) or every dirty one."""
+    def _recent_counter_ranges(self) -> list[tuple[int, int]]:
+        """Newest received-counter ranges, only within the recent past: older gaps were
+        reported many times already, and the sender has long decided about them."""
+        floor = self._largest_received - _COUNTER_REPORT_SPAN
+        recent = self._received_counters.newest(_PACKET_RANGES)
+        i = 0
+        while i < len(recent) and recent[i][1] < floor:
+            i += 1
+        return recent[i:]
+
+    def _credits(self, targets: list[int] | None) -> list[Credit]:
+        """CREDIT messages: for ``targets`` (riding with an ACK, repeated for redundancy
+        on a lossy link), or for every channel whose window grew enough to matter."""
         credits: list[Credit] = []
-        if only is not None:
-            ids = [c for c in only if c != 0]
+        if targets is not None:
+            ids: list[int] = targets
         elif self._credit_all:
             ids = list(self.channels.ids())
         else:
             ids = list(self.channels.credit_dirty)
+        announce_all = self._credit_all
         self._credit_all = False
         for channel_id in ids:
+            if channel_id == 0:
+                continue
             channel = self.channels.get(channel_id)
             if channel is None:
                 continue
             credit = channel.recv.credit()
-            if only is None and channel_id in self.channels.credit_dirty:
-                # Small increases wait: they ride along with the next ACK anyway.
-                if credit - channel.recv.advertised < channel.recv.window // 4 and not (
-                    self._credit_all
-                ):
-                    continue
+            grown = credit - channel.recv.advertised
+            if targets is None and not announce_all and grown < channel.recv.window // 4:
+                continue  # small increases ride along with the next ACK
             channel.recv.advertised = credit
             credits.append(Credit(channel_id, credit))
-        if only is None:
+        if targets is None:
             self.channels.credit_dirty.clear()
         return credits
 

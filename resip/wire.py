@@ -69,6 +69,8 @@ MAX_U64 = (1 << 64) - 1
 MAX_RECORD_DATA = 0xFFFF
 MAX_REASON = 255
 MAX_ACK_ITEMS = 64
+#: Packet-counter ranges one ACK may carry (the count is one byte).
+MAX_PACKET_RANGES = 255
 PATH_DATA_SIZE = 8
 
 
@@ -343,6 +345,10 @@ class Ack:
     largest: int
     delay_us: int
     groups: tuple[AckGroup, ...]
+    #: v2: received *packet counters* as ascending inclusive ``(start, end)`` ranges,
+    #: none above ``largest``. They make loss detection exact however many channels
+    #: share the link (record ranges alone must be cut when hundreds are active).
+    packets: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,6 +492,7 @@ def _encode_ack(cmd: Ack, v1: bool) -> bytes:
         lb, largest = _u64_bytes("largest", cmd.largest)
         db, delay = _u64_bytes("delay_us", cmd.delay_us)
         parts += (bytes(((db << 3) | lb,)), largest, delay)
+        parts.append(_encode_packet_ranges(cmd.largest, cmd.packets))
     for group in cmd.groups:
         cb, chan = _chan_bytes(group.channel)
         if not group.ranges:
@@ -510,6 +517,54 @@ def _encode_ack(cmd: Ack, v1: bool) -> bytes:
                     end.to_bytes(eb + 1, "big"),
                 )
     return b"".join(parts)
+
+
+def _encode_packet_ranges(largest: int, packets: tuple[tuple[int, int], ...]) -> bytes:
+    """``N`` then N items ``sizes | gap | len``, newest range first (PROTOCOL.md §5.4)."""
+    if len(packets) > MAX_PACKET_RANGES:
+        raise ValueError(f"at most {MAX_PACKET_RANGES} packet ranges, not {len(packets)}")
+    parts = [bytes((len(packets),))]
+    prev_start = -1
+    for start, end in reversed(packets):
+        if start < 0 or end < start:
+            raise ValueError(f"bad packet range {start}..{end}")
+        if prev_start < 0:
+            if end > largest:
+                raise ValueError("packet range above largest")
+            gap = largest - end
+        else:
+            gap = prev_start - end - 2
+            if gap < 0:
+                raise ValueError("packet ranges must be ascending and non-touching")
+        length = end - start
+        gb, lb = int_bits(gap), int_bits(length)
+        parts += (bytes(((gb << 3) | lb,)), gap.to_bytes(gb + 1, "big"),
+                  length.to_bytes(lb + 1, "big"))  # fmt: skip
+        prev_start = start
+    return b"".join(parts)
+
+
+def _parse_packet_ranges(data: bytes, o: int, largest: int) -> tuple[tuple[tuple[int, int], ...], int]:
+    count = _byte(data, o)
+    o += 1
+    ranges: list[tuple[int, int]] = []
+    prev_start = -1
+    for _ in range(count):
+        sizes = _byte(data, o)
+        if sizes & 0xC0:
+            raise WireError("reserved bits set in ACK packet range")
+        gb, lb = ((sizes >> 3) & 7) + 1, (sizes & 7) + 1
+        gap = unpack_int_untrusted(data, o + 1, gb)
+        length = unpack_int_untrusted(data, o + 1 + gb, lb)
+        o += 1 + gb + lb
+        end = largest - gap if prev_start < 0 else prev_start - gap - 2
+        start = end - length
+        if start < 0:
+            raise WireError("ACK packet range below zero")
+        ranges.append((start, end))
+        prev_start = start
+    ranges.reverse()
+    return tuple(ranges), o
 
 
 def _encode_path(cmd_byte: int, data: bytes) -> bytes:
@@ -567,6 +622,7 @@ def ack_from_ranges(
     delay_us: int,
     ranges: Mapping[int, Sequence[tuple[int, int]]],
     max_items: int = MAX_ACK_ITEMS,
+    packets: Sequence[tuple[int, int]] = (),
 ) -> Ack:
     """Build an :class:`Ack` from per-channel ascending canonical ranges.
 
@@ -599,7 +655,7 @@ def ack_from_ranges(
         for ch in channels
         if take[ch]
     )
-    return Ack(largest, delay_us, groups)
+    return Ack(largest, delay_us, groups, tuple(packets))
 
 
 # --- parsing ----------------------------------------------------------------
@@ -673,9 +729,10 @@ def _parse_ack(data: bytes, strict: bool) -> tuple[Ack, int]:
         largest = unpack_int_untrusted(data, 2, lb)
         db = ((s >> 3) & 7) + 1
         delay = unpack_int_untrusted(data, 2 + lb, db)
-        o = 2 + lb + db
+        packets, o = _parse_packet_ranges(data, 2 + lb + db, largest)
     else:
         largest = delay = 0
+        packets = ()
         o = 1
     groups: list[AckGroup] = []
     channel = -1
@@ -716,7 +773,7 @@ def _parse_ack(data: bytes, strict: bool) -> tuple[Ack, int]:
         ranges.append((start, end))
     if channel >= 0:
         _flush_group(groups, channel, ranges, strict)
-    return Ack(largest, delay, tuple(groups)), o
+    return Ack(largest, delay, tuple(groups), packets), o
 
 
 def _flush_group(

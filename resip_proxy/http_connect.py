@@ -79,8 +79,9 @@ _CTL_RE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEAD_END_RE: Final = re.compile(rb"\n\r?\n")
 _PORT_RE: Final = re.compile(r"[0-9]{1,5}")
 
-# Hop-by-hop fields (RFC 9110 §7.6.1) plus Proxy-* ones, never sent to the origin.
-# Transfer-Encoding stays: the body is spliced untouched, so its framing must too.
+# Hop-by-hop fields (RFC 9110 §7.6.1), never sent to the origin; Proxy-* ones go
+# too, and Host is rebuilt from the URI. Transfer-Encoding stays: the body is
+# spliced untouched, so its framing must stay as well.
 _HOP_BY_HOP: Final = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "upgrade", "host"}
 )

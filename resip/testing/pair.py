@@ -54,6 +54,8 @@ class SimPeer:
     ) -> None:
         self.session = session
         self.channels: dict[int, ChannelLog] = {}
+        #: Channels with bytes (or a shutdown) still to hand to the session.
+        self._pending: set[int] = set()
         self.events: list[ev.Event] = []
         self.refuse = refuse
         self.now = 0.0
@@ -90,6 +92,7 @@ class SimPeer:
         log = self.log(channel_id)
         log.to_send += data
         log.shutdown_after_send = log.shutdown_after_send or shutdown
+        self._pending.add(channel_id)
         self._pump(channel_id, self.now)
 
     def _pump(self, channel_id: int, now: float) -> None:
@@ -103,6 +106,8 @@ class SimPeer:
         if not log.to_send and log.shutdown_after_send and not log.shutdown_done:
             log.shutdown_done = True
             session.shutdown(channel_id, now=now)
+        if not log.to_send and (log.shutdown_done or not log.shutdown_after_send):
+            self._pending.discard(channel_id)
 
     def _react(self, now: float) -> None:
         session = self.session
@@ -136,9 +141,8 @@ class SimPeer:
                     self.log(channel_id).terminated = (code, reason)
                 case _:
                     pass
-        for channel_id, log in self.channels.items():
-            if log.to_send or (log.shutdown_after_send and not log.shutdown_done):
-                self._pump(channel_id, now)
+        for channel_id in list(self._pending):
+            self._pump(channel_id, now)
 
     def event_types(self) -> list[str]:
         """Names of the events seen so far, for assertions."""

@@ -266,7 +266,9 @@ def test_normalise_teredo_and_scope() -> None:
     assert normalise(teredo) == IPv4Address("192.0.2.45")
     assert embedded_ipv4(teredo) == (IPv4Address("192.0.2.45"), IPv4Address("65.54.227.120"))
     assert normalise(IPv6Address("fe80::1%eth0")) == IPv6Address("fe80::1")
-    assert normalise(IPv6Address("fe80::1%eth0")).scope_id is None
+    unscoped = normalise(IPv6Address("fe80::1%eth0"))
+    assert isinstance(unscoped, IPv6Address)
+    assert unscoped.scope_id is None
     assert normalise(IPv6Address("2606:4700::1")) == IPv6Address("2606:4700::1")
     assert normalise(IPv4Address("10.0.0.1")) == IPv4Address("10.0.0.1")
     assert normalise(IPv6Address("::1")) == IPv6Address("::1")

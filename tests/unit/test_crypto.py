@@ -579,9 +579,12 @@ def test_key_updates_in_both_directions_across_several_epochs() -> None:
     client, server = make_pair(limits=KeyLimits(update_after_packets=100))
     for i in range(550):
         up = client.seal(i.to_bytes(4, "big"), now=0.0)
-        assert server.open_untrusted(up, now=0.0).plaintext == i.to_bytes(4, "big")
+        got = server.open_untrusted(up, now=0.0)
+        assert got.plaintext == i.to_bytes(4, "big")
+        client.on_peer_acked(got.header.counter)  # the session does this on every ACK
         down = server.seal(i.to_bytes(4, "big"), now=0.0)
         opened = client.open_untrusted(down, now=0.0)
+        server.on_peer_acked(opened.header.counter)
         assert opened.epoch == i // 100
         assert opened.header.key_phase == (i // 100) & 1
     assert client.send_epoch == server.recv_epoch == 5
@@ -591,14 +594,36 @@ def test_key_updates_in_both_directions_across_several_epochs() -> None:
 
 def test_time_based_and_forced_key_update() -> None:
     client, server = make_pair(limits=KeyLimits(update_after_seconds=60.0))
-    assert server.open_untrusted(client.seal(INNER, now=0.0), now=0.0).epoch == 0
-    assert server.open_untrusted(client.seal(INNER, now=59.9), now=59.9).epoch == 0
-    assert server.open_untrusted(client.seal(INNER, now=60.0), now=60.0).epoch == 1
+
+    def deliver(t: float) -> int:
+        opened = server.open_untrusted(client.seal(INNER, now=t), now=t)
+        client.on_peer_acked(opened.header.counter)
+        return opened.epoch
+
+    assert deliver(0.0) == 0
+    assert deliver(59.9) == 0
+    assert deliver(60.0) == 1
     client.update_keys(now=61.0)
     assert client.send_epoch == 2
-    assert server.open_untrusted(client.seal(INNER, now=61.0), now=61.0).epoch == 2
-    assert server.open_untrusted(client.seal(INNER, now=120.9), now=120.9).epoch == 2
-    assert server.open_untrusted(client.seal(INNER, now=121.0), now=121.0).epoch == 3
+    assert deliver(61.0) == 2
+    assert deliver(120.9) == 2
+    assert deliver(121.0) == 3
+
+
+def test_no_second_update_before_the_peer_follows() -> None:
+    """A long outage with hourly updates must not leave the receiver two epochs behind."""
+    client, server = make_pair(limits=KeyLimits(update_after_seconds=3600.0))
+    assert server.open_untrusted(client.seal(INNER, now=0.0), now=0.0).epoch == 0
+    # Hours of probes into a dead link: one update, then no more until acknowledged.
+    lost = [client.seal(INNER, now=3600.0 * h) for h in range(1, 73)]
+    assert client.send_epoch == 1
+    assert not client.send_epoch_confirmed
+    # The link returns: the receiver can still open the newest probe.
+    opened = server.open_untrusted(lost[-1], now=73 * 3600.0)
+    assert opened.epoch == 1
+    client.on_peer_acked(opened.header.counter)
+    assert client.send_epoch_confirmed
+    assert server.open_untrusted(client.seal(INNER, now=74 * 3600.0), now=74 * 3600.0).epoch == 2
 
 
 def test_previous_epoch_reordering_inside_and_after_the_discard_window() -> None:
@@ -628,7 +653,10 @@ def test_previous_epoch_reordering_inside_and_after_the_discard_window() -> None
 def test_only_one_previous_epoch_is_kept() -> None:
     """After two updates, epoch e-1 packets still open; epoch e-2 ones (same phase as e) fail."""
     client, server = make_pair(limits=KeyLimits(update_after_packets=10))
-    packets = [client.seal(INNER, now=0.0) for _ in range(30)]
+    packets = []
+    for _ in range(30):
+        packets.append(client.seal(INNER, now=0.0))
+        client.on_peer_acked(client.next_counter - 1)  # an ideal peer acknowledges at once
     for counter in (0, 1, 10, 20):
         server.open_untrusted(packets[counter], now=0.0)
     assert server.recv_epoch == 2
@@ -658,8 +686,10 @@ def test_nonces_never_repeat_across_a_million_packets_and_ten_key_updates() -> N
         limits=KeyLimits(update_after_packets=100_000), nonce_audit=audit,
     )  # fmt: skip
     seal = client.seal
-    for _ in range(1_000_000):
+    for i in range(1_000_000):
         seal(b"\x00\x00", now=0.0)
+        if i % 1000 == 999:
+            client.on_peer_acked(i)  # the peer keeps up, so every update may happen
     assert count == 1_000_000
     assert len(seen) == count
     assert epochs == set(range(10))

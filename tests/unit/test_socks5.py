@@ -503,19 +503,28 @@ def test_credentials_never_in_any_repr(auth_bytes: bytes) -> None:
     st.booleans(),
     st.lists(st.binary(max_size=40), max_size=8),
     st.sampled_from([b"", NOAUTH_GREETING, AUTH_GREETING, AUTH_GREETING + GOOD_AUTH]),
+    st.sampled_from(list(Reply)),
 )
-def test_random_bytes_only_produce_events(auth: bool, chunks: list[bytes], prefix: bytes) -> None:
+def test_random_bytes_only_produce_events(
+    auth: bool, chunks: list[bytes], prefix: bytes, code: Reply
+) -> None:
     server = new(auth)
     for chunk in [prefix, *chunks, b""]:
-        if server.state is Socks5State.REPLY:
-            server.reply(Reply.GENERAL_FAILURE)
-        if server.state is Socks5State.DONE:
-            break
-        server.receive_data(chunk)
+        if chunk or prefix:  # the very first empty chunk would be EOF
+            server.receive_data(chunk)
         assert isinstance(server.data_to_send(), bytes)
-        if server.state is not Socks5State.DONE:
-            event = server.next_event()
-            assert isinstance(event, Socks5Request | Socks5Error) or event == NEED_DATA
+        event = server.next_event()
+        assert isinstance(event, Socks5Request | Socks5Error) or event == NEED_DATA
+        if isinstance(event, Socks5Request):
+            assert server.reply(code)[:2] == bytes((5, code))
+            assert server.state is (
+                Socks5State.DONE if code is Reply.SUCCEEDED else Socks5State.FAILED
+            )
+            assert isinstance(server.trailing_data(), bytes)
+            return
+        if isinstance(event, Socks5Error):
+            assert server.state is Socks5State.FAILED
+            return
 
 
 _name = st.from_regex(r"[A-Za-z0-9._-]{1,255}", fullmatch=True)
