@@ -246,8 +246,7 @@ class ChannelTable:
         channel = self._channels.get(channel_id)
         if channel is None:
             return
-        channel.send.lost.appendleft(record.pnum)
-        record.counter = -1
+        channel.send.requeue(record)
         if channel_id not in self._retx_set:
             self._retx_set.add(channel_id)
             self._retx.appendleft(channel_id)

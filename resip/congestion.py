@@ -53,6 +53,7 @@ _NO_QUEUE_REL: Final = 0.10
 _QUEUE_ABS: Final = 0.010
 _QUEUE_REL: Final = 0.25
 _QUEUE_ROUNDS: Final = 2
+_GUARD_DECREASE: Final = 0.85
 _DRAIN_GAIN_AFTER_GUARD: Final = 0.75
 # RTT samples in a startup round before a queue may end startup early (RFC 9406 uses 8).
 _STARTUP_QUEUE_SAMPLES: Final = 8
@@ -336,6 +337,10 @@ class RateController:
             return
         self._round_lost += 1
 
+    def on_packet_forgotten(self, *, size: int) -> None:
+        """A packet left flight without a verdict (probe timeout): not a loss sample."""
+        self._inflight_hint = max(self._inflight_hint - size, 0)
+
     def on_outage_end(self, *, now: float) -> None:
         """Resume after a long silence at the last good estimate, and re-validate it.
 
@@ -432,7 +437,15 @@ class RateController:
         if self._queue_rounds >= _QUEUE_ROUNDS and duration > 0:
             # We are overfilling a queue. The round's delivery rate is what the bottleneck
             # really passes; correct it only with the loss estimate frozen before queueing.
-            self._bw.cap(delivered / duration / (1 - self.loss_estimate))
+            # That estimate may itself be inflated (tail drops from an earlier overshoot
+            # look like random loss), so also shrink by a fixed factor: persistent
+            # queueing then always ends, and clean rounds re-learn the true loss rate.
+            self._bw.cap(
+                min(
+                    delivered / duration / (1 - self.loss_estimate),
+                    self.bandwidth_estimate * _GUARD_DECREASE,
+                )
+            )
             self._queue_rounds = 0
             guard_fired = True
 

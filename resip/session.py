@@ -589,7 +589,6 @@ class Session:
             sample = now - largest_packet.sent_at
             delay = min(ack.delay_us / 1e6, self.config.max_ack_delay)
             self._rtt.update(sample, ack_delay=delay, now=now)
-            self._ack_packet(ack.largest, now=now)
         inflight.on_largest_acked(ack.largest)
         packets = inflight.packets
         for start, end in ack.packets:
@@ -634,9 +633,10 @@ class Session:
             else:
                 pnums = [p for p in unacked if start <= p <= end]
             for pnum in pnums:
-                record = send.on_acked(pnum)
-                if record is not None and record.counter >= 0:
-                    self._ack_packet(record.counter, now=now)
+                # Only the record: the copy that arrived may have travelled in another
+                # packet than its latest transmission, so no packet is acknowledged here
+                # (packet-counter ranges do that, exactly).
+                send.on_acked(pnum)
         if channel is not None:
             self._after_channel_acked(channel, now=now)
 
@@ -760,8 +760,16 @@ class Session:
             self._events.append(ev.OutageStarted(self._outage_since))
         # Everything in flight is presumed lost: its records go back in the queue, and
         # the probe below carries the oldest of them (useful data, not just a ping).
+        heard = self._last_received_at if self._last_received_at is not None else -1.0
         for packet in self._inflight.pop_all():
-            self._on_packet_lost(packet, now=now)
+            if packet.sent_at < heard:
+                # The peer was heard from after this left, yet never acknowledged it: a
+                # real loss (a lossy link), and the loss estimate must learn from it.
+                self._on_packet_lost(packet, now=now)
+            else:
+                # Nothing heard since: no verdict (maybe an outage), not a loss sample.
+                self._cc.on_packet_forgotten(size=packet.size)
+                self._requeue(packet)
         self._probes_due = self._probe_burst()
         # The probe timer's base moves even if nothing ack-eliciting could be sent.
         self._keepalive_sent_at = now
@@ -1022,7 +1030,7 @@ class Session:
                 self.retransmissions += 1
             encoded = self._encode_out(0, record)
             if len(encoded) > room:
-                self._cmd.lost.appendleft(record.pnum)
+                self._cmd.requeue(record)
                 return room
             records.append(encoded)
             carried.append((0, record.pnum))

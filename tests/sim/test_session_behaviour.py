@@ -215,6 +215,7 @@ def test_copied_packet_from_attacker_never_takes_the_session_over() -> None:
     for i, data in enumerate(captured):
         pair.sim.inject(attacker, "server", data, at=1.0 + i * 0.01)
     transfer.run(limit=60.0)
+    pair.sim.run_until(max(pair.sim.now, 1.0 + len(captured) * 0.01 + 0.5))
     transfer.assert_exact(seed)
     assert pair.server.session.peer == CLIENT_ADDR
     stats = pair.server.session.stats(now=pair.sim.now)
