@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, IPv6Address as _V6
+from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
 from resip.channel import OutRecord, RecvSide, SendSide
@@ -71,7 +71,7 @@ class Channel:
     @property
     def target(self) -> str:
         """``host:port`` as a user would write it."""
-        host = f"[{self.host}]" if isinstance(self.host, _V6) else str(self.host)
+        host = f"[{self.host}]" if isinstance(self.host, IPv6Address) else str(self.host)
         return f"{host}:{self.port}"
 
     @property

@@ -135,9 +135,7 @@ class PathManager:
         """When the outstanding challenge gives up."""
         return self._challenge[2] if self._challenge is not None else None
 
-    def handle_timer(
-        self, *, now: float, timeout: float
-    ) -> tuple[Hashable, Hashable] | None:
+    def handle_timer(self, *, now: float, timeout: float) -> tuple[Hashable, Hashable] | None:
         """An unanswered challenge: go back to the last validated address, or ask again."""
         if self._challenge is None or now < self._challenge[2]:
             return None

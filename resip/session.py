@@ -67,7 +67,6 @@ from resip.wire import (
     encode_record,
     parse_command_untrusted,
     parse_inner_untrusted,
-    record_overhead,
 )
 
 log = logging.getLogger(__name__)
@@ -339,7 +338,9 @@ class Session:
         self._maybe_stop(channel, now=now)
         self._check_channel_done(channel, now=now)
 
-    def reset_channel(self, channel_id: int, code: int = 0, reason: str = "", *, now: float) -> None:
+    def reset_channel(
+        self, channel_id: int, code: int = 0, reason: str = "", *, now: float
+    ) -> None:
         """Abort a channel in both directions (TERMINATE); buffered data is discarded."""
         channel = self.channels.get(channel_id)
         if channel is None:
@@ -389,8 +390,13 @@ class Session:
             return
         self._terminated = True
         self.state = State.CLOSED
-        log.info("session %s closed (code %d%s): %s", self.session_id.hex(), code,
-                 ", by peer" if by_peer else "", reason)
+        log.info(
+            "session %s closed (code %d%s): %s",
+            self.session_id.hex(),
+            code,
+            ", by peer" if by_peer else "",
+            reason,
+        )
         self._events.append(ev.SessionTerminated(code, reason, by_peer))
 
     # -------------------------------------------------------------- receiving
@@ -467,8 +473,9 @@ class Session:
             )
             for data in commands:
                 self._cmd_recv.consume(len(data))
-                self._on_command(parse_command_untrusted(data, from_server=not self.is_server),
-                                 now=now)
+                self._on_command(
+                    parse_command_untrusted(data, from_server=not self.is_server), now=now
+                )
             return True
         channel = self.channels.get(record.channel)
         if channel is None:
@@ -508,7 +515,7 @@ class Session:
         self._early_count += 1
         return True
 
-    def _on_command(self, cmd: Command, *, now: float) -> bool:  # noqa: C901, PLR0912
+    def _on_command(self, cmd: Command, *, now: float) -> bool:
         """Apply one command-channel message; returns whether it is ack-eliciting."""
         match cmd:
             case Ack():
@@ -754,7 +761,7 @@ class Session:
             and last is not None
             and now - last >= self.config.outage_min_silence
         ):
-            self._outage_since = self._last_received_at
+            self._outage_since = last
             self.outages += 1
             self.state = State.OUTAGE
             self._events.append(ev.OutageStarted(self._outage_since))
@@ -984,7 +991,9 @@ class Session:
         size = len(datagram)
         counter = self._protector.next_counter - 1
         if eliciting:
-            state = self._cc.on_packet_sent(now=now, size=size, bytes_in_flight=self._inflight.bytes)
+            state = self._cc.on_packet_sent(
+                now=now, size=size, bytes_in_flight=self._inflight.bytes
+            )
             self._inflight.on_sent(SentPacket(counter, now, size, eliciting_records, state))
             self._pacer.on_sent(now=now, rate=self._cc.pacing_rate, size=size)
         for channel_id, pnum in eliciting_records:
@@ -1007,8 +1016,9 @@ class Session:
         if self._inflight.bytes + self.config.packet_size > self._cc.cwnd:
             self._pacing_at = None
             return False
-        at = self._pacer.next_send_time(now=now, rate=self._cc.pacing_rate,
-                                        size=self.config.packet_size)
+        at = self._pacer.next_send_time(
+            now=now, rate=self._cc.pacing_rate, size=self.config.packet_size
+        )
         if at > now:
             self._pacing_at = at
             return False

@@ -544,7 +544,9 @@ def _encode_packet_ranges(largest: int, packets: tuple[tuple[int, int], ...]) ->
     return b"".join(parts)
 
 
-def _parse_packet_ranges(data: bytes, o: int, largest: int) -> tuple[tuple[tuple[int, int], ...], int]:
+def _parse_packet_ranges(
+    data: bytes, o: int, largest: int
+) -> tuple[tuple[tuple[int, int], ...], int]:
     count = _byte(data, o)
     o += 1
     ranges: list[tuple[int, int]] = []

@@ -24,8 +24,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from resip.testing.netsim import LinkSpec  # noqa: E402
-from resip.testing.pair import SessionPair  # noqa: E402
+from resip.testing.netsim import LinkSpec
+from resip.testing.pair import SessionPair
 
 CAPACITY = 20e6  # bits/s
 LOSSES = (0.0, 0.01, 0.05, 0.10, 0.30, 0.50, 0.90)

@@ -59,6 +59,8 @@ class Transfer:
         got_up = self.pair.server.log(self.channel).received
         got_down = self.pair.client.log(self.channel).received
         assert len(got_up) == len(self.up), f"seed={seed}: up {len(got_up)}/{len(self.up)}"
-        assert len(got_down) == len(self.down), f"seed={seed}: down {len(got_down)}/{len(self.down)}"
+        assert len(got_down) == len(self.down), (
+            f"seed={seed}: down {len(got_down)}/{len(self.down)}"
+        )
         assert sha(got_up) == sha(self.up), f"seed={seed}: upstream bytes differ"
         assert sha(got_down) == sha(self.down), f"seed={seed}: downstream bytes differ"

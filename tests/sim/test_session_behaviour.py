@@ -83,9 +83,7 @@ def test_five_hundred_channels_of_mixed_sizes(seed: int) -> None:
         data = payload(seed * 1000 + i, size)
         sent[channel] = data
         pair.client.write(channel, data, shutdown=True)
-    pair.sim.run_until(
-        120.0, stop=lambda: all(pair.server.log(c).ended for c in sent)
-    )
+    pair.sim.run_until(120.0, stop=lambda: all(pair.server.log(c).ended for c in sent))
     for channel, data in sent.items():
         got = pair.server.log(channel).received
         assert sha(got) == sha(data), f"seed={seed} channel {channel}: {len(got)}/{len(data)}"
@@ -140,13 +138,11 @@ def test_blackhole_of_73_hours_survives() -> None:
     pair.sim.run_until(end)
     assert not pair.client.session.terminated and not pair.server.session.terminated
     # Memory stays bounded while waiting: nothing piles up in flight.
-    assert len(pair.client.session._inflight) <= 64  # noqa: SLF001 - bounded-memory check
+    assert len(pair.client.session._inflight) <= 64
     transfer.run(limit=300.0)
     transfer.assert_exact(seed)
     # Data flows again within the probe cap plus two round trips of the link's return.
-    resumed = [
-        e for e in pair.server.events if isinstance(e, ev.ChannelData)
-    ]
+    resumed = [e for e in pair.server.events if isinstance(e, ev.ChannelData)]
     assert resumed
     assert pair.sim.now - end < 30.0 + 60.0
 
@@ -220,7 +216,7 @@ def test_copied_packet_from_attacker_never_takes_the_session_over() -> None:
     assert pair.server.session.peer == CLIENT_ADDR
     stats = pair.server.session.stats(now=pair.sim.now)
     assert stats.invalid_dropped >= len(captured)  # every copy was a replay
-    assert SERVER_ADDR != attacker
+    assert attacker != SERVER_ADDR
 
 
 def test_forged_and_truncated_packets_change_nothing() -> None:
@@ -229,7 +225,9 @@ def test_forged_and_truncated_packets_change_nothing() -> None:
     server = pair.server.session
     before = server.stats(now=pair.sim.now)
     genuine: list[bytes] = []
-    pair.sim.on_deliver = lambda dst, data, src, now: genuine.append(data) if dst == "server" else None
+    pair.sim.on_deliver = lambda dst, data, src, now: (
+        genuine.append(data) if dst == "server" else None
+    )
     channel = pair.open()
     pair.client.write(channel, b"abc")
     pair.sim.run_until(2.0)
