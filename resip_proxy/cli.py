@@ -70,20 +70,25 @@ def simulate(
     started = time.perf_counter()
 
     def complete() -> bool:
-        return len(pair.server.log(channel).received) == nbytes and len(
-            pair.client.log(channel).received
-        ) == nbytes
+        return (
+            len(pair.server.log(channel).received) == nbytes
+            and len(pair.client.log(channel).received) == nbytes
+        )
 
     pair.sim.run_until(outage + 24 * 3600.0, stop=complete)
     real = time.perf_counter() - started
-    ok_up = hashlib.sha256(pair.server.log(channel).received).digest() == hashlib.sha256(up).digest()
+    ok_up = (
+        hashlib.sha256(pair.server.log(channel).received).digest() == hashlib.sha256(up).digest()
+    )
     ok_down = (
         hashlib.sha256(pair.client.log(channel).received).digest() == hashlib.sha256(down).digest()
     )
     sim_time = pair.sim.now
     stats = pair.client.session.stats(now=sim_time)
     goodput = nbytes * 8 / max(sim_time - outage, 1e-9) / 1e6
-    typer.echo(f"link: {rate_mbit:g} Mbit/s, RTT {rtt_ms:g} ms, loss {loss:.1%}, outage {outage:g} s")
+    typer.echo(
+        f"link: {rate_mbit:g} Mbit/s, RTT {rtt_ms:g} ms, loss {loss:.1%}, outage {outage:g} s"
+    )
     typer.echo(f"moved {nbytes:,} bytes each way in {sim_time:.1f} simulated s ({real:.1f} s real)")
     typer.echo(
         f"goodput {goodput:.2f} Mbit/s each way = {goodput / (rate_mbit * (1 - loss)):.0%} "

@@ -13,9 +13,9 @@ from typing import Annotated
 import typer
 
 from resip import __version__
-from resip.enrol import format_uri
+from resip.enrol import DEFAULT_API_PORT, DEFAULT_RESIP_PORT, format_uri
 from resip.errors import ConfigError
-from resip.server.config import DEFAULT_API_PORT, DEFAULT_RESIP_PORT, init_server
+from resip.server.config import init_server
 
 app = typer.Typer(
     name="resip-server",
@@ -27,9 +27,9 @@ app = typer.Typer(
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Option("--dir", help="Where to write config and keys.")] = Path(
-        "resip-server"
-    ),
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to write config and keys.")
+    ] = Path("resip-server"),
     public_host: Annotated[
         str, typer.Option(help="Host name or IP clients use to reach this server.")
     ] = "127.0.0.1",
