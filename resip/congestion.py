@@ -284,7 +284,7 @@ class RateController:
             delivered=self._delivered,
             delivered_time=self._delivered_time,
             first_sent_time=self._first_sent_time,
-            sent_total=self._sent_total + size,
+            sent_total=self._sent_total,
             first_sent_total=self._first_sent_total,
             sent_time=now,
             is_app_limited=self._app_limited_until != 0,

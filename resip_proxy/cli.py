@@ -1,22 +1,42 @@
 """``resip-proxy``: the client's command line (typer). The only place that configures logging.
 
-``simulate`` runs the real session engine (both ends) through the shipped network
-simulator, so anyone can see what ResIP does on a link like theirs in seconds,
-without a server.
+- ``init URI`` writes the client config from an enrolment URI.
+- ``run`` serves SOCKS5 + HTTP proxy on one local port over one resilient session,
+  until Ctrl-C or SIGTERM (exit 0); config and server errors are one line, exit 1.
+- ``connect HOST PORT`` joins stdin/stdout to one channel (an ssh ProxyCommand).
+- ``demo`` runs an embedded server and the proxy on loopback with throwaway keys.
+- ``simulate`` runs the real session engine (both ends) through the shipped network
+  simulator, so anyone can see what ResIP does on a link like theirs in seconds,
+  without a server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import hashlib
+import logging
 import os
+import signal
+import sys
+import tempfile
 import time
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from resip import __version__
+from resip.errors import ConfigError
 from resip.testing.netsim import LinkSpec
 from resip.testing.pair import SessionPair
+
+if TYPE_CHECKING:
+    from resip_proxy.client import SessionManager
+    from resip_proxy.config import ClientConfig
+    from resip_proxy.frontend import ProxyFrontend
 
 app = typer.Typer(
     name="resip-proxy",
@@ -103,6 +123,273 @@ def simulate(
         typer.echo("DATA MISMATCH: this is a bug, please report it with the seed", err=True)
         raise typer.Exit(2)
     typer.echo("every byte arrived, in order, exactly once (SHA-256 checked both ways)")
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Client config file [default: ~/.config/resip/proxy.toml]."
+    ),
+]
+ListenOption = Annotated[
+    str | None,
+    typer.Option("--listen", "-l", help="Proxy address HOST:PORT [default: 127.0.0.1:1080]."),
+]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+def _setup_logging(level: int) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _pin(cfg: ClientConfig, fingerprint: str) -> None:
+    from resip_proxy.config import save_fingerprint
+
+    save_fingerprint(cfg, fingerprint)
+
+
+def _load(config: Path | None) -> ClientConfig:
+    from resip_proxy.config import default_config_path, load_client_config
+
+    return load_client_config(config or default_config_path())
+
+
+async def _until_stopped() -> None:
+    """Return on SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+def _run_async(main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main``; user-facing errors become one line and exit status 1."""
+    from resip_proxy.client import ClientError
+
+    async def wrapper() -> None:
+        await main()
+
+    try:
+        asyncio.run(wrapper())
+    except (ClientError, ConfigError) as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+async def _serve_proxy(manager: SessionManager, listen: tuple[str, int]) -> ProxyFrontend:
+    from resip_proxy.client import ClientError
+    from resip_proxy.frontend import ProxyFrontend
+
+    frontend = ProxyFrontend(manager, listen=listen)
+    try:
+        await frontend.start()
+    except OSError as exc:
+        raise ClientError(
+            f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}"
+        ) from None
+    return frontend
+
+
+@app.command()
+def init(
+    uri: Annotated[str, typer.Argument(help="Enrolment URI printed by `resip-server init`.")],
+    config: ConfigOption = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing config.")] = False,
+) -> None:
+    """Write the client config from an enrolment URI (pins the server certificate)."""
+    from resip_proxy.config import default_config_path, init_client
+
+    path = config or default_config_path()
+    try:
+        cfg = init_client(uri, path, force=force)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot write {path}: {exc.strerror or exc}") from None
+    e = cfg.enrolment
+    typer.echo(f"wrote {path} (server {e.host}:{e.api_port})")
+    if e.fingerprint is None:
+        typer.echo("no fingerprint in the URI: the certificate is pinned on first connection")
+    typer.echo("next: resip-proxy run")
+
+
+@app.command()
+def run(
+    config: ConfigOption = None, listen: ListenOption = None, verbose: VerboseOption = False
+) -> None:
+    """Serve SOCKS5 and HTTP proxy on one local port through the server, until Ctrl-C."""
+    from resip_proxy.client import SessionManager
+    from resip_proxy.config import parse_listen
+
+    _setup_logging(logging.DEBUG if verbose else logging.INFO)
+    try:
+        cfg = _load(config)
+        address = parse_listen(listen) if listen else cfg.listen
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+    async def main() -> None:
+        manager = SessionManager(cfg.enrolment, on_pin=lambda fp: _pin(cfg, fp))
+        try:
+            await manager.start()
+            frontend = await _serve_proxy(manager, address)
+            try:
+                typer.echo(
+                    f"proxy ready on {address[0]}:{frontend.address[1]} (SOCKS5 and HTTP)", err=True
+                )
+                await _until_stopped()
+            finally:
+                await frontend.close()
+        finally:
+            await manager.close()
+
+    _run_async(main)
+
+
+@app.command()
+def connect(
+    host: Annotated[str, typer.Argument(help="Target host (resolved by the server).")],
+    port: Annotated[int, typer.Argument(min=1, max=65535, help="Target port.")],
+    config: ConfigOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Join stdin/stdout to HOST:PORT: ssh -o ProxyCommand='resip-proxy connect %h %p' host."""
+    from resip_proxy.client import ChannelFailed, ClientError, SessionManager
+
+    _setup_logging(logging.DEBUG if verbose else logging.WARNING)
+    try:
+        cfg = _load(config)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+    async def main() -> None:
+        manager = SessionManager(cfg.enrolment, on_pin=lambda fp: _pin(cfg, fp))
+        try:
+            await manager.start()
+            channel = manager.open_channel(host, port)
+            try:
+                await channel.wait_started(30.0)
+            except ChannelFailed as exc:
+                raise ClientError(
+                    f"cannot connect to {host}:{port}: {exc.reason} (code {exc.code})"
+                ) from None
+            reader, writer = await _stdio_streams()
+            result = await channel.splice(reader, writer).run()
+            if result.terminated is not None and result.terminated[0] != 0:
+                raise ClientError(f"connection to {host}:{port} aborted: {result.terminated[1]}")
+        finally:
+            await manager.close()
+
+    _run_async(main)
+
+
+class _StdoutProtocol(asyncio.streams.FlowControlMixin):
+    """Flow control for stdout, plus the close waiter ``StreamWriter.wait_closed`` needs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _get_close_waiter(self, stream: object) -> asyncio.Future[None]:
+        return self._closed
+
+
+async def _stdio_streams() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Non-blocking asyncio streams on stdin and stdout (pipes, sockets or ttys)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 16)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    transport, protocol = await loop.connect_write_pipe(_StdoutProtocol, sys.stdout)
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    return reader, writer
+
+
+@app.command()
+def demo(listen: ListenOption = None, verbose: VerboseOption = False) -> None:
+    """Embedded server + proxy on loopback with throwaway keys; shows what to try."""
+    from resip.enrol import format_uri
+    from resip.server.acl import Acl
+    from resip.server.app import ResipServer
+    from resip.server.config import init_server
+    from resip_proxy.client import SessionManager
+    from resip_proxy.config import parse_listen
+
+    _setup_logging(logging.DEBUG if verbose else logging.WARNING)
+    try:
+        address = parse_listen(listen) if listen else ("127.0.0.1", 1080)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory(prefix="resip-demo-") as tmp:
+            server_cfg, enrolment = init_server(
+                Path(tmp) / "server", public_host="127.0.0.1", listen_host="127.0.0.1"
+            )
+            # A local demo bound to 127.0.0.1: every target, loopback included, is allowed.
+            acl = Acl.from_config(["allow 0.0.0.0/0", "allow ::/0"])
+            server = ResipServer(server_cfg, acl=acl, api_port=0, resip_port=0)
+            await server.start()
+            try:
+                enrolment = dataclasses.replace(
+                    enrolment,
+                    api_port=server.api_port,
+                    udp_port=server.udp_port,
+                    tcp_port=server.tcp_port,
+                )
+                client_config = Path(tmp) / "proxy.toml"
+                from resip_proxy.config import init_client
+
+                init_client(format_uri(enrolment), client_config)
+                manager = SessionManager(enrolment)
+                try:
+                    await manager.start()
+                    frontend = await _serve_proxy(manager, address)
+                    try:
+                        host, port = frontend.address
+                        proxy = f"{host}:{port}"
+                        typer.echo(
+                            f"ResIP demo: server on 127.0.0.1:{server.api_port} (API), "
+                            f"{server.udp_port} (UDP/TCP); proxy on {proxy}"
+                        )
+                        typer.echo("try:")
+                        typer.echo(f"  curl --socks5-hostname {proxy} http://example.com/")
+                        typer.echo(f"  curl --proxy http://{proxy} http://example.com/")
+                        command = f"resip-proxy connect --config {client_config} %h %p"
+                        typer.echo(f"  ssh -o ProxyCommand='{command}' user@host")
+                        typer.echo(f"  chromium --proxy-server=socks5://{proxy}")
+                        typer.echo("Ctrl-C to stop.")
+                        await _until_stopped()
+                    finally:
+                        await frontend.close()
+                finally:
+                    await manager.close()
+            finally:
+                await server.stop("demo finished")
+        typer.echo("demo stopped")
+
+    _run_async(main)
 
 
 @app.command()

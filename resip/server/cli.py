@@ -1,12 +1,15 @@
 """``resip-server``: the server's command line (typer). Configures logging; reads config files.
 
-Commands that exist work end to end; the session API and packet endpoints
-(``resip-server run``) arrive with the end-to-end milestone.
+``init`` writes a configuration; ``run`` serves it (HTTPS session API, UDP packets and the
+TCP fallback) until SIGINT or SIGTERM, then closes every session with CLOSE code 3 and
+exits 0. A bad configuration or an unusable port is one clear line on stderr and exit 1.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +18,8 @@ import typer
 from resip import __version__
 from resip.enrol import DEFAULT_API_PORT, DEFAULT_RESIP_PORT, format_uri
 from resip.errors import ConfigError
-from resip.server.config import init_server
+from resip.server.app import ResipServer, StartError
+from resip.server.config import CONFIG_NAME, ServerConfig, init_server, load_server_config
 
 app = typer.Typer(
     name="resip-server",
@@ -61,6 +65,49 @@ def init(
     typer.echo(f"TLS certificate: {config.tls_cert}")
     typer.echo("enrolment URI for clients:")
     typer.echo(format_uri(enrolment))
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Server config written by 'resip-server init'.")
+    ] = Path("resip-server") / CONFIG_NAME,
+) -> None:
+    """Serve the session API, the UDP packet endpoint and the TCP fallback until stopped."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_server_config(config)
+    except ConfigError as exc:
+        typer.echo(f"resip-server run: {exc}", err=True)
+        raise typer.Exit(1) from None
+    logging.getLogger().setLevel(cfg.log_level.upper())
+    try:
+        asyncio.run(_serve(cfg))
+    except (StartError, ConfigError) as exc:
+        typer.echo(f"resip-server run: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        pass
+
+
+async def _serve(cfg: ServerConfig) -> None:
+    server = ResipServer(cfg)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    logging.getLogger("resip.server").info(
+        "serving: API https://%s:%d, packets udp/tcp %s:%d",
+        cfg.listen_host,
+        server.api_port,
+        cfg.listen_host,
+        server.udp_port,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await server.stop("server shutting down")
 
 
 @app.command()

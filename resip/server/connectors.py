@@ -25,6 +25,7 @@ import logging
 import socket
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import cast
 
 from resip.errors import ResipError
 from resip.server.acl import Acl, parse_numeric_host
@@ -225,8 +226,8 @@ class UdpTarget(asyncio.DatagramProtocol):
     # -- asyncio.DatagramProtocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport (asyncio callback)."""
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # asyncio's selector datagram transport does not subclass DatagramTransport.
+        self.transport = cast("asyncio.DatagramTransport", transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         """Hand a reply to ``on_datagram`` (asyncio callback)."""

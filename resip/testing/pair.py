@@ -57,6 +57,8 @@ class SimPeer:
         #: Channels with bytes (or a shutdown) still to hand to the session.
         self._pending: set[int] = set()
         self.events: list[ev.Event] = []
+        #: (virtual time, event) for every event, for timing assertions.
+        self.timeline: list[tuple[float, ev.Event]] = []
         self.refuse = refuse
         self.now = 0.0
 
@@ -113,6 +115,7 @@ class SimPeer:
         session = self.session
         while (event := session.next_event()) is not None:
             self.events.append(event)
+            self.timeline.append((now, event))
             match event:
                 case ev.ChannelData(channel_id, data):
                     log = self.log(channel_id)

@@ -324,7 +324,7 @@ def test_send_state_snapshot_and_app_limited_flag() -> None:
     ctrl = RateController()
     rtt = RttEstimator()
     s0 = ctrl.on_packet_sent(now=1.0, size=SIZE, bytes_in_flight=0)
-    assert s0 == SendState(0, 1.0, 1.0, 1.0, False, 0)
+    assert s0 == SendState(0, 1.0, 1.0, 1.0, False, 0, sent_total=SIZE, first_sent_total=0)
     ctrl.on_app_limited()
     s1 = ctrl.on_packet_sent(now=1.1, size=SIZE, bytes_in_flight=SIZE)
     assert s1.is_app_limited

@@ -391,7 +391,19 @@ GOLDEN: list[tuple[str, bool, int, Command]] = [
     ("014902060b6578616d706c652e636f6d01bb", False, 2, Start(2, Proto.TCP, "example.com", 443)),
     ("010001", True, 2, Started(1)),
     ("02000101", False, 2, Stop(1, 1)),
-    ("030007000001c001038005", False, 2, Ack(7, 0, (AckGroup(1, ((1, 3), (5, 5))),))),
+    ("03000700000001c001038005", False, 2, Ack(7, 0, (AckGroup(1, ((1, 3), (5, 5))),))),
+    (
+        "03000700010000020001c001038005",
+        False,
+        2,
+        Ack(7, 0, (AckGroup(1, ((1, 3), (5, 5))),), packets=((5, 7),)),
+    ),
+    (
+        "0300640003000000000a44000a08",
+        True,
+        2,
+        Ack(100, 0, (), packets=((0, 8), (20, 88), (100, 100))),
+    ),
     # frozen v2 encodings, one or more per command type
     (
         "01c4031120010db800000000000000000000000135",
@@ -407,9 +419,9 @@ GOLDEN: list[tuple[str, bool, int, Command]] = [
     ),
     ("0101012c", True, 2, Started(300)),
     ("020a012c011170", True, 2, Stop(300, 70000)),
-    ("03000500", True, 2, Ack(5, 0, ())),
+    ("0300050000", True, 2, Ack(5, 0, ())),
     (
-        "0309123461a8000080010101ffc10201ff",
+        "0309123461a800000080010101ffc10201ff",
         False,
         2,
         Ack(0x1234, 25000, (AckGroup(0, ((1, 1),)), AckGroup(0x1FF, ((2, 0x1FF),)))),
@@ -562,9 +574,9 @@ def test_v1_truncations_of_multibyte_commands_are_wire_errors() -> None:
         ("010401", "010401", True, Started(1)),  # STARTED bits 7..2
         ("0504010000", "050401", False, Terminate(1)),  # TERMINATE bits 7..2
         # ACK channel selector bits 6..2 (v1 has no S/largest/delay prefix)
-        ("030000000401c00102", "030401c00102", False, Ack(0, 0, (AckGroup(1, ((1, 2),)),))),
+        ("03000000000401c00102", "030401c00102", False, Ack(0, 0, (AckGroup(1, ((1, 2),)),))),
         # ACK item with EEE != 0 although R = 0
-        ("0300000000018101", "0300018101", False, Ack(0, 0, (AckGroup(1, ((1, 1),)),))),
+        ("030000000000018101", "0300018101", False, Ack(0, 0, (AckGroup(1, ((1, 1),)),))),
     ],
 )
 def test_reserved_bits_rejected_in_v2_tolerated_in_v1(
@@ -600,15 +612,15 @@ def test_reserved_bits_rejected_in_v2_tolerated_in_v1(
         ("0500010005616263", False, "truncated"),
         ("07000180", True, "UTF-8"),
         ("03c00700", False, "reserved"),
-        ("03000700000180058001", False, "ascending"),
-        ("03000700000180018002", False, "touching"),
-        ("030007000001c00101", False, "end not above"),
-        ("030007000001c00501", False, "end not above"),
-        ("0300070000018000", False, "pnum 0"),
-        ("030007008001", False, "before any channel"),
-        ("030007000001", False, "without items"),
-        ("03000700000100018001", False, "without items"),
-        ("030007000100018001", False, "overlong"),
+        ("0300070000000180058001", False, "ascending"),
+        ("0300070000000180018002", False, "touching"),
+        ("03000700000001c00101", False, "end not above"),
+        ("03000700000001c00501", False, "end not above"),
+        ("030007000000018000", False, "pnum 0"),
+        ("03000700008001", False, "before any channel"),
+        ("03000700000001", False, "without items"),
+        ("0300070000000100018001", False, "without items"),
+        ("03000700000100018001", False, "overlong"),
         ("08000102030405", True, "truncated"),
         ("080001020304050607", False, "direction"),
         ("090001020304050607", True, "direction"),
@@ -664,7 +676,7 @@ def test_v1_tolerances() -> None:
 
 
 def test_ack_with_zero_groups_is_valid_in_v2() -> None:
-    assert parse_command_untrusted(h("0300ff00"), from_server=True) == Ack(0xFF, 0, ())
+    assert parse_command_untrusted(h("0300ff0000"), from_server=True) == Ack(0xFF, 0, ())
 
 
 # ---------------------------------------------------------------------------
@@ -823,3 +835,25 @@ def test_parse_helper_distinguishes_success() -> None:
     check: Callable[[bytes, bool, int], Command | None] = _parse_or_wire_error
     assert check(h("0400"), False, 2) == KeepAlive()
     assert check(h("0403"), False, 2) is None
+
+
+def test_ack_packet_ranges_below_zero_are_malformed() -> None:
+    # largest 3, one range of length 9 ending at 3 would start at -6.
+    with pytest.raises(WireError):
+        parse_command_untrusted(bytes.fromhex("030003000100000009"), from_server=False)
+
+
+def test_ack_packet_ranges_must_not_touch() -> None:
+    with pytest.raises(ValueError):
+        encode_command(Ack(10, 0, (), packets=((0, 4), (5, 10))))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sets(st.integers(0, 5000), min_size=0, max_size=300), st.integers(0, 100))
+def test_ack_packet_ranges_round_trip(counters: set[int], extra: int) -> None:
+    from resip.rangeset import RangeSet
+
+    ranges = RangeSet((c, c) for c in counters).newest(255)
+    largest = (max(counters) if counters else 0) + extra
+    ack = Ack(largest, 7, (), packets=tuple(ranges))
+    assert parse_command_untrusted(encode_command(ack), from_server=True) == ack

@@ -1,0 +1,552 @@
+"""The ResIP server process: HTTPS session API, UDP packet endpoint and TCP fallback.
+
+Contract:
+
+- :class:`ResipServer` is built from a :class:`~resip.server.config.ServerConfig` (plus
+  overrides, e.g. port 0 in tests, and an :class:`~resip.server.acl.Acl`).
+  :meth:`ResipServer.start` binds the HTTPS API, a UDP socket on ``resip_port`` and a TCP
+  fallback listener on the same port number; :meth:`ResipServer.stop` closes every
+  session with CLOSE code 3, flushes, and closes every socket.
+- Every session has one :class:`~resip.aio.driver.SessionDriver`. Its ``transmit`` sends
+  with ``sendto`` for UDP paths (address tuples) and writes a length-prefixed frame for
+  TCP paths (:class:`TcpPath`, one per fallback connection). A frame error closes that
+  TCP connection only; a datagram for no known session is dropped silently
+  (:mod:`resip.server.endpoint` counts it).
+- ``ChannelRequested`` opens the target through :mod:`resip.server.connectors` (ACL,
+  DNS, timeout). A TCP target is spliced with :class:`~resip.aio.streams.ChannelSplice`;
+  a UDP target exchanges one datagram per ``ChannelData``. Failures reset the channel
+  with the TERMINATE code and reason from :class:`~resip.server.connectors.ConnectError`.
+  Data the client sends before the target is connected is held (bounded by the
+  channel's credit, since it is not consumed) and delivered first.
+- Nothing a client sends can crash the process: handler errors are logged and end only
+  the channel or connection concerned. Secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import secrets
+import socket
+import ssl
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from resip import events as ev
+from resip.aio.driver import SessionDriver
+from resip.aio.streams import ChannelSplice
+from resip.config import HOUR, SessionConfig
+from resip.errors import LocalProtocolError, ResipError, WireError
+from resip.framing import FrameDecoder, encode_frame
+from resip.server.acl import Acl
+from resip.server.config import ServerConfig
+from resip.server.connectors import ConnectError, open_tcp, open_udp
+from resip.server.endpoint import Endpoint
+from resip.server.http_api import FailureLimiter, make_api
+from resip.session import CLOSE_NORMAL, CLOSE_SHUTDOWN, Session
+from resip.wire import Proto
+
+__all__ = ["ResipServer", "StartError", "TcpPath", "session_config_for"]
+
+log = logging.getLogger(__name__)
+
+#: Bytes queued on one fallback connection beyond which packets are dropped (treated as
+#: loss, so congestion control backs off) instead of buffered without bound.
+TCP_SEND_BUFFER_LIMIT = 4 << 20
+#: A fallback connection that carries no packet for a known session within this long is
+#: closed, so idle or garbage connections cannot pile up.
+TCP_UNROUTED_TIMEOUT = 30.0
+READ_CHUNK = 64 * 1024
+
+
+class StartError(ResipError):
+    """The server could not start (TLS material unreadable, a port already in use, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TcpPath:
+    """The path of one TCP fallback connection (hashable, distinct from UDP addresses)."""
+
+    conn_id: int
+    peer: str = dataclasses.field(default="", compare=False)
+
+    def __str__(self) -> str:
+        return f"tcp#{self.conn_id}({self.peer})"
+
+
+def session_config_for(config: ServerConfig) -> SessionConfig:
+    """The session parameters a server config implies."""
+    return SessionConfig(
+        idle_timeout=config.idle_timeout_hours * HOUR,
+        max_channels=config.max_channels_per_session,
+        session_send_buffer=config.session_buffer_bytes,
+    )
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: ResipServer) -> None:
+        self._server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self._server._on_packet(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors about a client address: the session treats silence as loss.
+        log.debug("UDP error: %s", exc)
+
+
+class _PendingChannel:
+    """Holds a requested channel's events until its target is open."""
+
+    def __init__(self) -> None:
+        self.events: deque[ev.Event] = deque()
+        self.aborted = False
+
+    def on_event(self, event: ev.Event) -> None:
+        if isinstance(event, (ev.ChannelTerminated, ev.ChannelClosed)):
+            self.aborted = True
+        self.events.append(event)
+
+
+class _ServerSession:
+    """One session's driver and the tasks serving its channels."""
+
+    def __init__(self, server: ResipServer, session: Session) -> None:
+        self.server = server
+        self.driver = SessionDriver(session, server._transmit, on_event=self._on_event)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def session(self) -> Session:
+        return self.driver.session
+
+    def _on_event(self, event: ev.Event) -> None:
+        match event:
+            case ev.ChannelRequested():
+                self._open(event)
+            case ev.ChannelData(channel_id, data):
+                # A channel nobody serves any more (aborted while data was in flight).
+                self.session.consume(channel_id, len(data))
+            case ev.PathChanged(old, new):
+                log.info("session %s now at %s (was %s)", self.session.session_id.hex(), new, old)
+            case ev.SessionTerminated():
+                self.server._forget(self)
+            case _:
+                pass
+
+    def _open(self, request: ev.ChannelRequested) -> None:
+        pending = _PendingChannel()
+        # Listen now: the client may send data before the target is connected.
+        self.driver.listen(request.channel_id, pending.on_event)
+        if request.proto is Proto.UDP:
+            coro = self._serve_udp(request, pending)
+        else:
+            coro = self._serve_tcp(request, pending)
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("channel task of session %s failed: %r", self.session.session_id.hex(), exc)
+
+    def _alive(self, channel_id: int) -> bool:
+        session = self.session
+        return not session.terminated and session.channels.get(channel_id) is not None
+
+    def _reset(self, channel_id: int, code: int, reason: str) -> None:
+        if self._alive(channel_id):
+            self.session.reset_channel(channel_id, code, reason, now=self.driver.now())
+            self.driver.flush()
+
+    async def _serve_tcp(self, request: ev.ChannelRequested, pending: _PendingChannel) -> None:
+        channel_id = request.channel_id
+        driver = self.driver
+        splice: ChannelSplice | None = None
+        try:
+            reader, writer = await open_tcp(
+                request.host,
+                request.port,
+                acl=self.server.acl,
+                timeout=self.server.connect_timeout,
+            )
+        except ConnectError as exc:
+            driver.unlisten(channel_id)
+            self._reset(channel_id, exc.code, exc.reason)
+            return
+        except BaseException:  # cancelled by stop(): nobody will serve this channel
+            driver.unlisten(channel_id)
+            raise
+        try:
+            splice = await self._start_splice(channel_id, pending, reader, writer)
+        finally:
+            if splice is None:
+                driver.unlisten(channel_id)
+                writer.close()
+                with contextlib.suppress(OSError, ConnectionError):
+                    await writer.wait_closed()
+        if splice is None:
+            return
+        result = await splice.run()
+        log.debug(
+            "channel %d of session %s ended: %d bytes up, %d down, %s",
+            channel_id,
+            self.session.session_id.hex(),
+            result.bytes_up,
+            result.bytes_down,
+            result.terminated or "closed",
+        )
+
+    async def _start_splice(
+        self,
+        channel_id: int,
+        pending: _PendingChannel,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> ChannelSplice | None:
+        """Accept the channel, deliver what arrived while connecting, then hand over."""
+        driver = self.driver
+        try:
+            if pending.aborted or not self._alive(channel_id):
+                return None
+            self.session.accept_channel(channel_id, now=driver.now())
+            driver.flush()
+            while pending.events:
+                event = pending.events.popleft()
+                if isinstance(event, ev.ChannelData):
+                    writer.write(event.data)
+                    await writer.drain()
+                    self.session.consume(channel_id, len(event.data))
+                    driver.flush()
+                elif isinstance(event, ev.ChannelEnded) and writer.can_write_eof():
+                    writer.write_eof()
+                elif isinstance(event, (ev.ChannelTerminated, ev.ChannelClosed)):
+                    return None
+            if not self._alive(channel_id):
+                return None
+            # No await between the last check of ``pending`` and this: the splice's own
+            # listener replaces ours before any further event can arrive.
+            return ChannelSplice(driver, channel_id, reader, writer)
+        except (ConnectionError, OSError) as exc:
+            self._reset(channel_id, 1, f"target socket error: {exc}")
+            return None
+        except LocalProtocolError:
+            return None  # the channel or session ended underneath us
+
+    async def _serve_udp(self, request: ev.ChannelRequested, pending: _PendingChannel) -> None:
+        channel_id = request.channel_id
+        driver = self.driver
+        session = self.session
+
+        def reply(data: bytes) -> None:
+            if self._alive(channel_id):
+                session.send_datagram(channel_id, data, now=driver.now())
+                driver.flush()
+
+        try:
+            target = await open_udp(
+                request.host,
+                request.port,
+                acl=self.server.acl,
+                timeout=self.server.connect_timeout,
+                on_datagram=reply,
+            )
+        except ConnectError as exc:
+            driver.unlisten(channel_id)
+            self._reset(channel_id, exc.code, exc.reason)
+            return
+        done = asyncio.Event()
+
+        def on_event(event: ev.Event) -> None:
+            match event:
+                case ev.ChannelData(_, data):
+                    target.send(data)
+                    session.consume(channel_id, len(data))
+                case ev.ChannelEnded():
+                    # The client is done sending; finish our side so the channel closes.
+                    if self._alive(channel_id):
+                        session.shutdown(channel_id, now=driver.now())
+                case ev.ChannelTerminated() | ev.ChannelClosed():
+                    done.set()
+                case _:
+                    pass
+
+        try:
+            if pending.aborted or not self._alive(channel_id):
+                return
+            session.accept_channel(channel_id, now=driver.now())
+            driver.listen(channel_id, on_event)
+            while pending.events:
+                on_event(pending.events.popleft())
+            driver.flush()
+            await done.wait()
+        finally:
+            driver.unlisten(channel_id)
+            target.close()
+
+
+class ResipServer:
+    """The whole server: API, packet endpoints, sessions and their channels."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        acl: Acl | None = None,
+        listen_host: str | None = None,
+        api_port: int | None = None,
+        resip_port: int | None = None,
+        session_config: SessionConfig | None = None,
+        connect_timeout: float = 10.0,
+        limiter: FailureLimiter | None = None,
+    ) -> None:
+        """``acl`` defaults to the config's; the other keywords override config fields."""
+        overrides: dict[str, object] = {}
+        if listen_host is not None:
+            overrides["listen_host"] = listen_host
+        if api_port is not None:
+            overrides["api_port"] = api_port
+        if resip_port is not None:
+            overrides["resip_port"] = resip_port
+        self.config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+        self.acl = acl if acl is not None else self.config.build_acl()
+        self.connect_timeout = connect_timeout
+        self.endpoint = Endpoint.generate(
+            session_config or session_config_for(self.config),
+            max_sessions=self.config.max_sessions,
+        )
+        #: Changes on every start of the process: clients detect restarts by it.
+        self.server_start = secrets.token_hex(16)
+        self._limiter = limiter
+        self._sessions: dict[bytes, _ServerSession] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp_server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._conns: dict[int, asyncio.StreamWriter] = {}
+        self._conn_tasks: set[asyncio.Task[None]] = set()
+        self._conn_ids = itertools.count(1)
+        self._api_port = 0
+        self._udp_port = 0
+        self._stopping = False
+
+    # -- properties for callers and tests ----------------------------------------------------
+
+    @property
+    def api_port(self) -> int:
+        """The bound HTTPS API port (the real one when 0 was configured)."""
+        return self._api_port
+
+    @property
+    def udp_port(self) -> int:
+        """The bound UDP port; the TCP fallback listens on the same number."""
+        return self._udp_port
+
+    @property
+    def tcp_port(self) -> int:
+        """The bound TCP fallback port (equal to :attr:`udp_port`)."""
+        return self._udp_port
+
+    @property
+    def session_count(self) -> int:
+        """Sessions currently held."""
+        return len(self._sessions)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind every listener. Raises :class:`StartError` with a clear message."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._close_sockets()
+            raise
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartError(
+                f"cannot load TLS certificate {cfg.tls_cert} / key {cfg.tls_key}: {exc}"
+            ) from None
+        host = cfg.listen_host
+        # UDP first; with port 0 the TCP fallback then takes the same number, retrying
+        # with a new pair in the unlikely case a TCP socket already holds it.
+        for attempt in range(8):
+            try:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpProtocol(self), local_addr=(host, cfg.resip_port)
+                )
+            except OSError as exc:
+                raise StartError(f"cannot bind UDP {host}:{cfg.resip_port}: {exc}") from None
+            self._udp = transport
+            port = int(transport.get_extra_info("sockname")[1])
+            try:
+                self._tcp_server = await asyncio.start_server(
+                    self._on_tcp_connection, host, port, limit=READ_CHUNK
+                )
+            except OSError as exc:
+                transport.close()
+                self._udp = None
+                if cfg.resip_port != 0 or attempt == 7:
+                    raise StartError(f"cannot bind TCP {host}:{port}: {exc}") from None
+                continue
+            self._udp_port = port
+            break
+        limiter = self._limiter or FailureLimiter(clock=loop.time)
+        api = make_api(self, api_keys=(cfg.api_key, cfg.admin_key), limiter=limiter)
+        self._runner = web.AppRunner(api, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, cfg.api_port, ssl_context=tls)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartError(f"cannot bind HTTPS API {host}:{cfg.api_port}: {exc}") from None
+        self._api_port = int(self._runner.addresses[0][1])
+        log.info(
+            "ResIP server listening: API https://%s:%d, packets udp+tcp %s:%d",
+            host,
+            self._api_port,
+            host,
+            self._udp_port,
+        )
+
+    async def stop(self, reason: str = "server shutting down") -> None:
+        """Close every session (CLOSE code 3), flush, and close every socket."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._runner is not None:
+            # No new sessions while the others are being closed.
+            await self._runner.cleanup()
+            self._runner = None
+        tasks: list[asyncio.Task[None]] = []
+        for served in list(self._sessions.values()):
+            tasks.extend(served.tasks)
+            served.driver.close(CLOSE_SHUTDOWN, reason)
+        self._sessions.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._close_sockets()
+        log.info("ResIP server stopped: %s", reason)
+
+    async def _close_sockets(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for writer in list(self._conns.values()):
+            writer.close()
+        conn_tasks = list(self._conn_tasks)
+        if conn_tasks:
+            # Closing the writer ends each handler's read loop. Cancelling the handlers
+            # instead makes asyncio's stream callback (3.11) log a spurious traceback.
+            _, stuck = await asyncio.wait(conn_tasks, timeout=5.0)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+        if self._tcp_server is not None:
+            await self._tcp_server.wait_closed()
+            self._tcp_server = None
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+
+    # -- SessionService (the API's view) ---------------------------------------------------
+
+    def create_session(self) -> dict[str, object]:
+        """Make a session; returns its credentials (raises SessionLimitReached when full)."""
+        loop = asyncio.get_running_loop()
+        session, credentials = self.endpoint.create_session(loop.time())
+        served = _ServerSession(self, session)
+        self._sessions[session.session_id] = served
+        served.driver.flush()  # arms the idle timer
+        credentials.update(
+            udp_port=self.udp_port, tcp_port=self.tcp_port, server_start=self.server_start
+        )
+        return credentials
+
+    def close_session(self, session_id: bytes) -> bool:
+        """Close a session with CLOSE code 0; False if unknown."""
+        served = self._sessions.get(session_id)
+        if served is None or served.session.terminated:
+            return False
+        served.driver.close(CLOSE_NORMAL, "closed through the session API")
+        return True
+
+    def _forget(self, served: _ServerSession) -> None:
+        session_id = served.session.session_id
+        if self._sessions.get(session_id) is served:
+            del self._sessions[session_id]
+        self.endpoint.remove(session_id)
+
+    # -- packets ---------------------------------------------------------------------------
+
+    def _on_packet(self, data: bytes, path: Hashable) -> bool:
+        """Route one packet from ``path``; True if it named a live session."""
+        session = self.endpoint.route_untrusted(data)
+        if session is None:
+            return False
+        served = self._sessions.get(session.session_id)
+        if served is None:
+            return False
+        served.driver.datagram_received(data, path)
+        return True
+
+    def _transmit(self, data: bytes, path: Hashable) -> None:
+        if isinstance(path, TcpPath):
+            writer = self._conns.get(path.conn_id)
+            if writer is None or writer.is_closing():
+                return  # that connection is gone: like loss, the client will move on
+            if writer.transport.get_write_buffer_size() > TCP_SEND_BUFFER_LIMIT:
+                return  # the client is not reading: drop rather than queue without bound
+            writer.write(encode_frame(data))
+        elif self._udp is not None and isinstance(path, tuple):
+            self._udp.sendto(data, path)
+
+    async def _on_tcp_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._conn_tasks.add(task)
+        conn_id = next(self._conn_ids)
+        peer = writer.get_extra_info("peername")
+        path = TcpPath(conn_id, str(peer))
+        self._conns[conn_id] = writer
+        with contextlib.suppress(OSError):
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        decoder = FrameDecoder()
+        try:
+            async with asyncio.timeout(TCP_UNROUTED_TIMEOUT) as deadline:
+                while data := await reader.read(READ_CHUNK):
+                    try:
+                        packets = decoder.feed_untrusted(data)
+                    except WireError as exc:
+                        log.debug("closing fallback connection %s: %s", path, exc)
+                        break
+                    for packet in packets:
+                        if self._on_packet(packet, path):
+                            deadline.reschedule(None)
+        except TimeoutError:
+            log.debug("closing fallback connection %s: no valid packet", path)
+        except (ConnectionError, OSError) as exc:
+            log.debug("fallback connection %s failed: %s", path, exc)
+        finally:
+            self._conns.pop(conn_id, None)
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+            if task is not None:
+                self._conn_tasks.discard(task)

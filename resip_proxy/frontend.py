@@ -1,0 +1,402 @@
+"""The local proxy listener: SOCKS5 and HTTP proxy requests on one port, spliced into channels.
+
+Contract
+--------
+:class:`ProxyFrontend` listens on one TCP address (default ``127.0.0.1:1080``) and
+tells the protocols apart by the first byte: ``0x05`` is SOCKS5 (RFC 1928), anything
+else is an HTTP/1.x proxy request. Each accepted request becomes one channel of the
+:class:`~resip_proxy.client.SessionManager`'s session:
+
+- SOCKS5 CONNECT and HTTP CONNECT: a TCP channel to the target; host names are sent
+  as names and resolved by the server (``socks5h`` semantics). The reply waits for
+  the server's STARTED (``connect_timeout``, 30 s); a TERMINATE becomes the SOCKS5
+  reply with the same code, or HTTP 403 (ACL), 504 (timeout) or 502 (anything else).
+  Bytes the client pipelined after its request are forwarded, not dropped.
+- HTTP absolute-URI requests (``GET http://host/...``): a channel to ``host:port``
+  gets the rewritten request head and then the connection is spliced; one request
+  per client connection (the response says ``Connection: close``).
+- SOCKS5 UDP ASSOCIATE: a UDP relay socket on the listener's own address, accepting
+  datagrams only from the control connection's client IP (and, after the first one,
+  only from that port). Fragments and malformed headers are dropped. Each destination
+  gets its own UDP channel; the association ends with the control connection.
+- SOCKS5 BIND: ``COMMAND_NOT_SUPPORTED``.
+
+Any client misbehaviour (garbage, truncated or oversized handshakes, vanishing
+mid-handshake) gets the codec's error reply, if any, and a closed connection; it is
+logged at debug level without a traceback and never affects other connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+import ipaddress
+import logging
+import re
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any, cast
+
+from resip import events as ev
+from resip.errors import ResipError
+from resip.wire import Proto
+
+from .client import Channel, ChannelFailed, SessionManager, target_host
+from .http_connect import HttpError, HttpProxyServer, ProxyRequest, response
+from .socks5 import (
+    Host,
+    ProxyProtocolError,
+    Reply,
+    Socks5Command,
+    Socks5Error,
+    Socks5Request,
+    Socks5Server,
+    encode_udp_datagram,
+    parse_udp_datagram_untrusted,
+)
+
+__all__ = ["ProxyFrontend"]
+
+log = logging.getLogger(__name__)
+
+#: TERMINATE codes (PROTOCOL.md §5.6) that are also SOCKS5 reply codes.
+_SOCKS_REPLIES = {
+    2: Reply.NOT_ALLOWED,
+    3: Reply.NETWORK_UNREACHABLE,
+    4: Reply.HOST_UNREACHABLE,
+    5: Reply.CONNECTION_REFUSED,
+    6: Reply.TTL_EXPIRED,
+    8: Reply.ADDRESS_TYPE_NOT_SUPPORTED,
+}
+_READ = 16 * 1024
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def socks_reply_for(code: int) -> Reply:
+    """The SOCKS5 reply for a channel TERMINATE code."""
+    return _SOCKS_REPLIES.get(code, Reply.GENERAL_FAILURE)
+
+
+def http_status_for(code: int) -> int:
+    """The HTTP status for a channel TERMINATE code: 403 ACL, 504 timeout, else 502."""
+    return {2: 403, 6: 504}.get(code, 502)
+
+
+def _error_response(status: int, reason: str) -> bytes:
+    text = _UNPRINTABLE.sub("?", reason)[:200] or "error"
+    return response(
+        status,
+        HTTPStatus(status).phrase,
+        headers=[("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
+        body=f"{text}\n".encode(),
+    )
+
+
+class ProxyFrontend:
+    """SOCKS5 + HTTP proxy on one local port, feeding a :class:`SessionManager`."""
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        *,
+        listen: tuple[str, int] = ("127.0.0.1", 1080),
+        credentials: tuple[str, str] | None = None,
+        connect_timeout: float = 30.0,
+        handshake_timeout: float = 30.0,
+        max_udp_channels: int = 64,
+    ) -> None:
+        """``credentials`` = (user, password) requires SOCKS5/HTTP proxy authentication."""
+        self._manager = manager
+        self._listen = listen
+        self._credentials = credentials
+        self.connect_timeout = connect_timeout
+        self.handshake_timeout = handshake_timeout
+        self.max_udp_channels = max_udp_channels
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)`` (after :meth:`start`)."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("the frontend is not listening")
+        name = self._server.sockets[0].getsockname()
+        return (str(name[0]), int(name[1]))
+
+    async def start(self) -> None:
+        """Start listening. Raises ``OSError`` if the address cannot be bound."""
+        host, port = self._listen
+        self._server = await asyncio.start_server(self._handle, host, port)
+        log.info("proxy listening on %s:%d (SOCKS5 and HTTP)", *self.address)
+
+    async def close(self) -> None:
+        """Stop listening and end every connection."""
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def _check(self) -> Callable[[str, str], bool] | None:
+        if self._credentials is None:
+            return None
+        want_user, want_pass = (s.encode() for s in self._credentials)
+
+        def check(user: str, password: str) -> bool:
+            ok_user = hmac.compare_digest(user.encode(), want_user)
+            ok_pass = hmac.compare_digest(password.encode(), want_pass)
+            return ok_user and ok_pass
+
+        return check
+
+    # -- connections --------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.handshake_timeout
+            first = await self._read(reader, deadline)
+            if not first:
+                return
+            if first[0] == 5:
+                await self._socks(first, reader, writer, deadline)
+            else:
+                await self._http(first, reader, writer, deadline)
+        except asyncio.CancelledError:
+            # close() ends us. Returning normally, not cancelled, keeps asyncio's
+            # start_server callback from reporting the cancellation as an error.
+            pass
+        except TimeoutError:
+            log.debug("client %s: handshake timed out", peer)
+        except (ConnectionError, OSError) as exc:
+            log.debug("client %s: %s", peer, exc)
+        except Exception:  # a bug here must not take other connections down
+            log.exception("unexpected failure serving %s", peer)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)
+
+    @staticmethod
+    async def _read(reader: asyncio.StreamReader, deadline: float) -> bytes:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise TimeoutError
+        return await asyncio.wait_for(reader.read(_READ), remaining)
+
+    async def _open(self, host: Host, port: int) -> Channel:
+        """A started TCP channel to ``host:port``; raises ChannelFailed."""
+        channel = self._manager.open_channel(target_host(host), port, Proto.TCP)
+        try:
+            await channel.wait_started(self.connect_timeout)
+        except asyncio.CancelledError:
+            channel.reset(0, "cancelled")
+            raise
+        return channel
+
+    # -- SOCKS5 -------------------------------------------------------------------------
+
+    async def _socks(
+        self,
+        data: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        deadline: float,
+    ) -> None:
+        codec = Socks5Server(credentials=self._check())
+        while True:
+            codec.receive_data(data)
+            out = codec.data_to_send()
+            if out:
+                writer.write(out)
+                await writer.drain()
+            event = codec.next_event()
+            if isinstance(event, Socks5Error):
+                log.debug("SOCKS5 handshake failed: %s", event.message)
+                return
+            if isinstance(event, Socks5Request):
+                break
+            data = await self._read(reader, deadline)
+            if not data:
+                return  # vanished mid-handshake
+        if event.command is Socks5Command.CONNECT:
+            await self._socks_connect(codec, event, reader, writer)
+        elif event.command is Socks5Command.UDP_ASSOCIATE:
+            await self._socks_udp(codec, reader, writer)
+        else:
+            writer.write(codec.reply(Reply.COMMAND_NOT_SUPPORTED))
+            await writer.drain()
+
+    async def _socks_connect(
+        self,
+        codec: Socks5Server,
+        request: Socks5Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        try:
+            channel = await self._open(request.host, request.port)
+        except ChannelFailed as exc:
+            log.info("SOCKS5 CONNECT %s:%d failed: %s", request.host, request.port, exc)
+            writer.write(codec.reply(socks_reply_for(exc.code)))
+            await writer.drain()
+            return
+        log.debug("SOCKS5 CONNECT %s:%d on channel %d", request.host, request.port, channel.id)
+        writer.write(codec.reply(Reply.SUCCEEDED))
+        await channel.splice(reader, writer).run(initial=codec.trailing_data())
+
+    async def _socks_udp(
+        self, codec: Socks5Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        local_ip = writer.get_extra_info("sockname")[0]
+        client_ip = writer.get_extra_info("peername")[0]
+        relay = _UdpRelay(self._manager, client_ip, self.max_udp_channels)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: relay, local_addr=(local_ip, 0)
+            )
+        except OSError as exc:
+            log.info("cannot open a UDP relay socket: %s", exc)
+            writer.write(codec.reply(Reply.GENERAL_FAILURE))
+            await writer.drain()
+            return
+        try:
+            bound = transport.get_extra_info("sockname")
+            writer.write(codec.reply(Reply.SUCCEEDED, (ipaddress.ip_address(bound[0]), bound[1])))
+            await writer.drain()
+            # RFC 1928 §7: the association lives exactly as long as the control connection.
+            while await reader.read(_READ):
+                pass
+        finally:
+            relay.close()
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    async def _http(
+        self,
+        data: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        deadline: float,
+    ) -> None:
+        codec = HttpProxyServer(credentials=self._check())
+        while True:
+            codec.receive_data(data)
+            event = codec.next_event()
+            if isinstance(event, HttpError):
+                log.debug("HTTP proxy request rejected: %d %s", event.status, event.reason)
+                writer.write(event.response())
+                await writer.drain()
+                return
+            if isinstance(event, ProxyRequest):
+                break
+            data = await self._read(reader, deadline)
+            if not data:
+                return  # vanished mid-request
+        try:
+            channel = await self._open(event.host, event.port)
+        except ChannelFailed as exc:
+            log.info("HTTP %s %s:%d failed: %s", event.method, event.host, event.port, exc)
+            writer.write(_error_response(http_status_for(exc.code), exc.reason))
+            await writer.drain()
+            return
+        if event.is_connect:
+            writer.write(response(200, "Connection established"))
+            initial = codec.trailing_data()
+        else:
+            initial = event.forward_head + codec.trailing_data()
+        await channel.splice(reader, writer).run(initial=initial)
+
+
+class _UdpRelay(asyncio.DatagramProtocol):
+    """One SOCKS5 UDP association: client datagrams <-> one UDP channel per destination."""
+
+    def __init__(self, manager: SessionManager, client_ip: str, max_channels: int) -> None:
+        self._manager = manager
+        self._client_ip = client_ip
+        self._client_port: int | None = None
+        self._max_channels = max_channels
+        self._transport: asyncio.DatagramTransport | None = None
+        self._channels: dict[tuple[Host, int], Channel] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast("asyncio.DatagramTransport", transport)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP relay error: %s", exc)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        ip, port = addr[0], addr[1]
+        if ip != self._client_ip or (self._client_port is not None and port != self._client_port):
+            return  # only the client that asked for this association may use it
+        try:
+            datagram = parse_udp_datagram_untrusted(data)
+        except ProxyProtocolError:
+            return
+        if datagram.frag != 0 or datagram.port == 0:
+            return  # we do not reassemble fragments (RFC 1928 §7 allows dropping them)
+        self._client_port = port
+        key = (datagram.host, datagram.port)
+        channel = self._channels.get(key)
+        if channel is None or channel.driver.closed:
+            if len(self._channels) >= self._max_channels:
+                return
+            try:
+                channel = self._manager.open_channel(
+                    target_host(datagram.host),
+                    datagram.port,
+                    Proto.UDP,
+                    listener=functools.partial(self._on_event, key),
+                )
+            except ChannelFailed as exc:
+                log.debug("UDP channel to %s:%d refused: %s", *key, exc)
+                return
+            self._channels[key] = channel
+        driver = channel.driver
+        try:
+            driver.session.send_datagram(channel.id, datagram.data, now=driver.now())
+        except ResipError:
+            self._channels.pop(key, None)
+            return
+        driver.flush()
+
+    def _on_event(self, key: tuple[Host, int], event: ev.Event) -> None:
+        channel = self._channels.get(key)
+        match event:
+            case ev.ChannelData(channel_id, data):
+                if channel is not None and channel.id == channel_id:
+                    channel.driver.session.consume(channel_id, len(data))
+                transport = self._transport
+                if transport is not None and self._client_port is not None:
+                    transport.sendto(
+                        encode_udp_datagram(key[0], key[1], data),
+                        (self._client_ip, self._client_port),
+                    )
+            case ev.ChannelTerminated(channel_id) | ev.ChannelClosed(channel_id):
+                if channel is not None and channel.id == channel_id:
+                    self._channels.pop(key, None)
+                    channel.driver.unlisten(channel.id)
+            case _:
+                pass
+
+    def close(self) -> None:
+        """End the association: every channel and the relay socket."""
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.reset(0, "UDP association closed")
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
