@@ -103,7 +103,9 @@ def main() -> None:
     rows = []
     for rtt in RTTS_MS:
         for loss in LOSSES:
-            duration = (20.0 if rtt < 100 else 40.0) / (2 if args.quick else 1)
+            # Long enough that start-up (a few seconds at 600 ms, longer at 90 % loss,
+            # where feedback is scarce) is a small part of the measured window.
+            duration = (30.0 if rtt < 100 else 60.0) / (2 if args.quick else 1)
             rows.append(efficiency(loss, rtt, duration=duration))
             if not args.json:
                 print(f"  measured p={loss:.2f} rtt={rtt} ms", file=sys.stderr)
