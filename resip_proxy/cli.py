@@ -5,6 +5,8 @@
   until Ctrl-C or SIGTERM (exit 0); config and server errors are one line, exit 1.
 - ``connect HOST PORT`` joins stdin/stdout to one channel (an ssh ProxyCommand).
 - ``demo`` runs an embedded server and the proxy on loopback with throwaway keys.
+- ``status`` shows the running proxy's live status from its control socket
+  (``--once``: one frame, ``--json``: the snapshot; exit 1 if no proxy runs).
 - ``simulate`` runs the real session engine (both ends) through the shipped network
   simulator, so anyone can see what ResIP does on a link like theirs in seconds,
   without a server.
@@ -22,7 +24,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -136,6 +138,13 @@ ListenOption = Annotated[
     typer.Option("--listen", "-l", help="Proxy address HOST:PORT [default: 127.0.0.1:1080]."),
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+ControlSocketOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--control-socket",
+        help="Status socket [default: $XDG_RUNTIME_DIR/resip/proxy.sock or /tmp/resip-$UID/].",
+    ),
+]
 
 
 def _setup_logging(level: int) -> None:
@@ -207,6 +216,22 @@ async def _serve_proxy(manager: SessionManager, listen: tuple[str, int]) -> Prox
     return frontend
 
 
+@contextlib.asynccontextmanager
+async def _control(manager: SessionManager, path: Path | None) -> AsyncIterator[None]:
+    """Serve the status socket (resip_proxy.control) while the proxy runs; never fatal."""
+    from resip_proxy.control import ControlError, ControlServer
+
+    server = ControlServer(manager, path)
+    try:
+        await server.start()
+    except ControlError as exc:
+        logging.getLogger("resip_proxy").warning("no status socket: %s", exc)
+    try:
+        yield
+    finally:
+        await server.close()
+
+
 @app.command()
 def init(
     uri: Annotated[str, typer.Argument(help="Enrolment URI printed by `resip-server init`.")],
@@ -232,7 +257,10 @@ def init(
 
 @app.command()
 def run(
-    config: ConfigOption = None, listen: ListenOption = None, verbose: VerboseOption = False
+    config: ConfigOption = None,
+    listen: ListenOption = None,
+    verbose: VerboseOption = False,
+    control_socket: ControlSocketOption = None,
 ) -> None:
     """Serve SOCKS5 and HTTP proxy on one local port through the server, until Ctrl-C."""
     from resip_proxy.client import SessionManager
@@ -254,7 +282,8 @@ def run(
                 typer.echo(
                     f"proxy ready on {address[0]}:{frontend.address[1]} (SOCKS5 and HTTP)", err=True
                 )
-                await _until_stopped()
+                async with _control(manager, control_socket):
+                    await _until_stopped()
             finally:
                 await frontend.close()
         finally:
@@ -327,7 +356,11 @@ async def _stdio_streams() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
 
 
 @app.command()
-def demo(listen: ListenOption = None, verbose: VerboseOption = False) -> None:
+def demo(
+    listen: ListenOption = None,
+    verbose: VerboseOption = False,
+    control_socket: ControlSocketOption = None,
+) -> None:
     """Embedded server + proxy on loopback with throwaway keys; shows what to try."""
     from resip.enrol import format_uri
     from resip.server.acl import Acl
@@ -380,7 +413,8 @@ def demo(listen: ListenOption = None, verbose: VerboseOption = False) -> None:
                         typer.echo(f"  ssh -o ProxyCommand='{command}' user@host")
                         typer.echo(f"  chromium --proxy-server=socks5://{proxy}")
                         typer.echo("Ctrl-C to stop.")
-                        await _until_stopped()
+                        async with _control(manager, control_socket):
+                            await _until_stopped()
                     finally:
                         await frontend.close()
                 finally:
@@ -390,6 +424,45 @@ def demo(listen: ListenOption = None, verbose: VerboseOption = False) -> None:
         typer.echo("demo stopped")
 
     _run_async(main)
+
+
+@app.command()
+def status(
+    control_socket: ControlSocketOption = None,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the JSON snapshot and exit.")
+    ] = False,
+) -> None:
+    """Live status of the running proxy (q quits); see docs/STATUS.md."""
+    import json
+
+    from rich.console import Console
+
+    from resip_proxy.control import ControlError, default_socket_path, fetch_status
+    from resip_proxy.tui import RateHistory, render_status, run_live
+
+    path = control_socket or default_socket_path()
+    console = Console()
+    try:
+        if as_json or once:
+            doc = asyncio.run(fetch_status(path))
+            if as_json:
+                typer.echo(json.dumps(doc, indent=2))
+            else:
+                history = RateHistory()
+                history.add(doc)
+                size = console.size
+                console.print(
+                    render_status(doc, history=history, height=size.height, width=size.width)
+                )
+            return
+        asyncio.run(run_live(path, console))
+    except ControlError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

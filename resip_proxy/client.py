@@ -40,6 +40,8 @@ import ipaddress
 import logging
 import socket
 import ssl
+import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
@@ -402,6 +404,9 @@ class SessionManager:
         self._transport_changed = asyncio.Event()
         #: Sessions created so far (1 after start; grows when the server lost ours).
         self.generation = 0
+        #: Recent notable happenings for status views (``resip_proxy.control``):
+        #: ``(time.monotonic(), kind, text)``, oldest first, at most 200.
+        self.event_log: deque[tuple[float, str, str]] = deque(maxlen=200)
 
     @classmethod
     def from_credentials(
@@ -450,6 +455,28 @@ class SessionManager:
         if value != self._transport:
             self._transport = value
             self._transport_changed.set()
+            self.note(
+                "fallback" if value == "tcp" else "transport",
+                "switched to the TCP fallback" if value == "tcp" else "back on UDP",
+            )
+
+    def note(self, kind: str, text: str) -> None:
+        """Append one entry to :attr:`event_log` (status views show it; never secrets)."""
+        self.event_log.append((time.monotonic(), kind, text))
+
+    @property
+    def local_address(self) -> str | None:
+        """``host:port`` our packets currently leave from, or None when not connected."""
+        transport: asyncio.BaseTransport | None = (
+            self._tcp_writer.transport
+            if self._transport == "tcp" and self._tcp_writer is not None
+            else self._udp
+        )
+        name = transport.get_extra_info("sockname") if transport is not None else None
+        if not isinstance(name, tuple) or len(name) < 2:
+            return None
+        host = str(name[0])
+        return f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}"
 
     async def wait_transport(self, transport: Transport, timeout: float) -> bool:  # noqa: ASYNC109
         """Whether the manager is on ``transport`` within ``timeout`` seconds."""
@@ -597,6 +624,7 @@ class SessionManager:
         self._connected.clear()
         self._trouble.clear()
         self._driver = SessionDriver(session, self._transmit, on_event=self._on_event, loop=loop)
+        self.note("session", f"session {credentials.session_id.hex()} created")
         log.info(
             "session %s created (server %s, UDP %d, TCP %d)",
             credentials.session_id.hex(),
@@ -633,13 +661,19 @@ class SessionManager:
         match event:
             case ev.SessionConnected():
                 log.info("connected to the server over %s", self.transport.upper())
+                self.note("connected", f"connected over {self.transport.upper()}")
                 self._connected.set()
             case ev.OutageStarted():
                 log.warning("no answer from the server: outage")
+                self.note("outage", "no answer from the server: outage began")
                 self._trouble.set()
             case ev.OutageEnded(duration):
                 log.info("the server answers again after %.1f s", duration)
+                self.note("outage-ended", f"outage ended after {duration:.1f} s")
+            case ev.KeyUpdated(epoch):
+                self.note("key-update", f"send key moved to epoch {epoch}")
             case ev.SessionTerminated(code, reason, by_peer):
+                self.note("session-ended", f"session ended (code {code}): {reason}")
                 if not self._closing:
                     log.warning(
                         "session ended (code %d%s): %s", code, ", by the server" if by_peer else "",

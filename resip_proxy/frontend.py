@@ -196,13 +196,28 @@ class ProxyFrontend:
             raise TimeoutError
         return await asyncio.wait_for(reader.read(_READ), remaining)
 
-    async def _open(self, host: Host, port: int) -> Channel:
-        """A started TCP channel to ``host:port``; raises ChannelFailed."""
-        channel = self._manager.open_channel(target_host(host), port, Proto.TCP)
+    async def _open(self, host: Host, port: int, peer: object = None) -> Channel:
+        """A started TCP channel to ``host:port``; raises ChannelFailed.
+
+        ``peer`` (the local client's address) is kept on the session's channel for
+        status views (``resip-proxy status``); failures go to the manager's event log.
+        """
+        try:
+            channel = self._manager.open_channel(target_host(host), port, Proto.TCP)
+        except ChannelFailed as exc:
+            self._manager.note("channel-failed", f"{host}:{port}: {exc}")
+            raise
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            state = channel.driver.session.channels.get(channel.id)
+            if state is not None:
+                state.extra["local_peer"] = f"{peer[0]}:{peer[1]}"
         try:
             await channel.wait_started(self.connect_timeout)
         except asyncio.CancelledError:
             channel.reset(0, "cancelled")
+            raise
+        except ChannelFailed as exc:
+            self._manager.note("channel-failed", f"{host}:{port}: {exc}")
             raise
         return channel
 
@@ -247,7 +262,9 @@ class ProxyFrontend:
         writer: asyncio.StreamWriter,
     ) -> None:
         try:
-            channel = await self._open(request.host, request.port)
+            channel = await self._open(
+                request.host, request.port, writer.get_extra_info("peername")
+            )
         except ChannelFailed as exc:
             log.info("SOCKS5 CONNECT %s:%d failed: %s", request.host, request.port, exc)
             writer.write(codec.reply(socks_reply_for(exc.code)))
@@ -307,7 +324,7 @@ class ProxyFrontend:
             if not data:
                 return  # vanished mid-request
         try:
-            channel = await self._open(event.host, event.port)
+            channel = await self._open(event.host, event.port, writer.get_extra_info("peername"))
         except ChannelFailed as exc:
             log.info("HTTP %s %s:%d failed: %s", event.method, event.host, event.port, exc)
             writer.write(_error_response(http_status_for(exc.code), exc.reason))

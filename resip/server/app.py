@@ -45,10 +45,12 @@ from resip.config import HOUR, SessionConfig
 from resip.errors import LocalProtocolError, ResipError, WireError
 from resip.framing import FrameDecoder, encode_frame
 from resip.server.acl import Acl
+from resip.server.admin import add_admin_routes
 from resip.server.config import ServerConfig
 from resip.server.connectors import ConnectError, open_tcp, open_udp
 from resip.server.endpoint import Endpoint
 from resip.server.http_api import FailureLimiter, make_api
+from resip.server.metrics import ServerMetrics
 from resip.session import CLOSE_NORMAL, CLOSE_SHUTDOWN, Session
 from resip.wire import Proto
 
@@ -306,8 +308,12 @@ class ResipServer:
         session_config: SessionConfig | None = None,
         connect_timeout: float = 10.0,
         limiter: FailureLimiter | None = None,
+        admin_loopback: bool = True,
     ) -> None:
-        """``acl`` defaults to the config's; the other keywords override config fields."""
+        """``acl`` defaults to the config's; the other keywords override config fields.
+
+        ``admin_loopback``: admin routes accept loopback clients without the admin key.
+        """
         overrides: dict[str, object] = {}
         if listen_host is not None:
             overrides["listen_host"] = listen_host
@@ -335,6 +341,9 @@ class ResipServer:
         self._api_port = 0
         self._udp_port = 0
         self._stopping = False
+        # Status (resip.server.admin): totals of ended sessions for /metrics.
+        self.metrics = ServerMetrics()
+        self.admin_loopback = admin_loopback
 
     # -- properties for callers and tests ----------------------------------------------------
 
@@ -404,6 +413,9 @@ class ResipServer:
             break
         limiter = self._limiter or FailureLimiter(clock=loop.time)
         api = make_api(self, api_keys=(cfg.api_key, cfg.admin_key), limiter=limiter)
+        add_admin_routes(
+            api, self, admin_key=cfg.admin_key, loopback_exempt=self.admin_loopback, limiter=limiter
+        )
         self._runner = web.AppRunner(api, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, cfg.api_port, ssl_context=tls)
@@ -489,6 +501,7 @@ class ResipServer:
         session_id = served.session.session_id
         if self._sessions.get(session_id) is served:
             del self._sessions[session_id]
+            self.metrics.retire(served.session.stats(now=served.driver.now()))
         self.endpoint.remove(session_id)
 
     # -- packets ---------------------------------------------------------------------------

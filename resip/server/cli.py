@@ -3,6 +3,8 @@
 ``init`` writes a configuration; ``run`` serves it (HTTPS session API, UDP packets and the
 TCP fallback) until SIGINT or SIGTERM, then closes every session with CLOSE code 3 and
 exits 0. A bad configuration or an unusable port is one clear line on stderr and exit 1.
+``status`` shows every session and channel of the running server (``GET /v1/admin/status``
+with the config's admin key and pinned certificate); ``--json``/``--once`` print and exit.
 """
 
 from __future__ import annotations
@@ -108,6 +110,54 @@ async def _serve(cfg: ServerConfig) -> None:
         await stop.wait()
     finally:
         await server.stop("server shutting down")
+
+
+@app.command()
+def status(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Server config written by 'resip-server init'.")
+    ] = Path("resip-server") / CONFIG_NAME,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON and exit.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+) -> None:
+    """Live view of every session and channel of the running server (q quits)."""
+    import json
+
+    from rich.console import Console
+
+    from resip.server.admin import AdminError, fetch_admin_status, render_admin, run_admin_live
+    from resip.server.certs import cert_fingerprint
+
+    try:
+        cfg = load_server_config(config)
+        fingerprint = cert_fingerprint(cfg.tls_cert.read_bytes())
+    except (ConfigError, OSError) as exc:
+        typer.echo(f"resip-server status: {exc}", err=True)
+        raise typer.Exit(1) from None
+    # A wildcard listen address is reached through loopback on this host.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(  # noqa: S104
+        cfg.listen_host, cfg.listen_host
+    )
+    url = f"https://{f'[{host}]' if ':' in host else host}:{cfg.api_port}/v1/admin/status"
+
+    async def fetch() -> dict[str, object]:
+        return await fetch_admin_status(url, admin_key=cfg.admin_key, fingerprint=fingerprint)
+
+    console = Console()
+    try:
+        if as_json or once:
+            doc = asyncio.run(fetch())
+            if as_json:
+                typer.echo(json.dumps(doc, indent=2))
+            else:
+                console.print(render_admin(doc, height=console.size.height))
+            return
+        asyncio.run(run_admin_live(fetch, console))
+    except AdminError as exc:
+        typer.echo(f"resip-server status: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

@@ -1,0 +1,339 @@
+"""Rendering of the client status document (docs/STATUS.md) for ``resip-proxy status``.
+
+Contract
+--------
+- :func:`render_status` is a pure function: status snapshot (+ rate history, height)
+  -> rich renderable. Nothing here does I/O, so tests render it with
+  ``Console(record=True, width=...)`` and assert on the text.
+- The view: a header panel (state, server, transport, RTT, loss, rates), throughput
+  sparklines (unicode blocks), the channel table sorted by activity (most recently
+  active first, then by bytes) cut to the rows that fit ``height`` plus a totals line,
+  and the newest events. Text from the network (targets, reasons) is never parsed as
+  markup.
+- :class:`RateHistory` turns successive snapshots into up/down byte rates for the
+  sparklines (the only stateful helper; it is fed by the caller).
+- Cost is linear in the number of channels with one sort: a 10,000-channel frame
+  renders in well under a second.
+- :func:`run_live` is the only I/O here: it polls the control socket 4 times a second
+  and redraws with ``rich.live.Live`` (alternate screen; rich follows resizes). ``q``
+  quits; stdin is read in cbreak mode when it is a terminal and restored afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+__all__ = [
+    "RateHistory",
+    "format_bytes",
+    "format_rate",
+    "render_status",
+    "run_live",
+    "sparkline",
+]
+
+_BLOCKS = " ▁▂▃▄▅▆▇█"
+#: Lines used by everything but the channel rows (panels, headers, totals).
+_FIXED_LINES = 22
+_EVENT_LINES = 6
+_STATE_STYLES = {
+    "connected": "bold green",
+    "roaming": "bold cyan",
+    "tcp-fallback": "bold yellow",
+    "connecting": "bold blue",
+    "outage": "bold red",
+}
+
+
+def format_bytes(n: float) -> str:
+    """``1.5 MiB`` style."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - loop always returns
+
+
+def format_rate(bps: float) -> str:
+    """Bits per second as ``12.3 Mbit/s``."""
+    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.1f} {unit}"
+    return f"{bps:.0f} bit/s"
+
+
+def sparkline(values: Sequence[float], width: int) -> str:
+    """The last ``width`` values as unicode blocks, scaled to their maximum."""
+    tail = list(values)[-width:] if width > 0 else []
+    top = max(tail, default=0.0)
+    if top <= 0:
+        return " " * len(tail)
+    return "".join(_BLOCKS[min(8, max(0, round(v / top * 8)))] for v in tail)
+
+
+class RateHistory:
+    """Up/down rates (bit/s) derived from successive snapshots' byte counters."""
+
+    def __init__(self, size: int = 120) -> None:
+        self.up: deque[float] = deque(maxlen=size)
+        self.down: deque[float] = deque(maxlen=size)
+        self._last: tuple[float, int, int, str] | None = None
+
+    def add(self, snapshot: Mapping[str, Any]) -> None:
+        """Feed one snapshot (its ``uptime_s`` is the clock)."""
+        session = snapshot.get("session")
+        if not isinstance(session, Mapping):
+            return
+        t = float(snapshot.get("uptime_s", 0.0))
+        sent = int(session["bytes"]["sent"])
+        received = int(session["bytes"]["received"])
+        sid = str(session.get("session_id", ""))
+        last = self._last
+        self._last = (t, sent, received, sid)
+        if last is None or last[3] != sid or t <= last[0]:
+            return  # first sample, or a new session whose counters restarted
+        dt = t - last[0]
+        self.up.append(max(0, sent - last[1]) * 8 / dt)
+        self.down.append(max(0, received - last[2]) * 8 / dt)
+
+
+def _header(snapshot: Mapping[str, Any], history: RateHistory | None, error: str | None) -> Panel:
+    session = snapshot.get("session")
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column()
+    grid.add_column()
+    grid.add_column()
+    if not isinstance(session, Mapping):
+        body: RenderableType = Text("no session yet", style="bold blue")
+    else:
+        state = str(session["state"])
+        rtt = session["rtt_ms"]
+        up = history.up[-1] if history is not None and history.up else 0.0
+        down = history.down[-1] if history is not None and history.down else 0.0
+        age = session.get("last_packet_age_s")
+        grid.add_row(
+            Text.assemble("state ", (state.upper(), _STATE_STYLES.get(state, "bold"))),
+            Text(f"server {session['server']}"),
+            Text(f"transport {str(session['transport']).upper()}"),
+        )
+        grid.add_row(
+            Text(f"RTT {rtt['smoothed']:.1f} ms (min {rtt['min']:.1f})"),
+            Text(f"loss {float(session['loss']):.1%}"),
+            Text(f"up {format_rate(up)}  down {format_rate(down)}"),
+        )
+        grid.add_row(
+            Text(
+                f"sent {format_bytes(session['bytes']['sent'])}  "
+                f"received {format_bytes(session['bytes']['received'])}"
+            ),
+            Text(f"retx {session['retransmissions']}  dup {session['duplicates']}"),
+            Text(
+                "last packet "
+                + ("never" if age is None else f"{float(age):.1f} s ago")
+                + f"  key epoch {session['key_epoch']}"
+            ),
+        )
+        grid.add_row(
+            Text(f"session {session['session_id']}"),
+            Text(f"local {session.get('local_address') or '-'}"),
+            Text(
+                f"up {float(session['uptime_s']):.0f} s  "
+                f"pacing {format_rate(session['send_rate_bps'])}"
+            ),
+        )
+        body = grid
+    if error:
+        body = Group(body, Text(error, style="bold red"))
+    return Panel(body, title=f"resip-proxy {snapshot.get('resip_version', '')}".strip())
+
+
+def _sparklines(history: RateHistory | None, width: int) -> Panel:
+    spark_width = max(10, width - 30)
+    up = list(history.up) if history is not None else []
+    down = list(history.down) if history is not None else []
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=4)
+    grid.add_column(width=spark_width, no_wrap=True)
+    grid.add_column(justify="right", no_wrap=True)
+    grid.add_row(
+        "up", Text(sparkline(up, spark_width), style="green"), format_rate(max(up, default=0))
+    )
+    grid.add_row(
+        "down", Text(sparkline(down, spark_width), style="cyan"), format_rate(max(down, default=0))
+    )
+    return Panel(grid, title="throughput (peak at right)")
+
+
+def _activity_key(channel: Mapping[str, Any]) -> tuple[float, int]:
+    return (
+        float(channel["idle_s"]),
+        -(int(channel["bytes_sent"]) + int(channel["bytes_received"])),
+    )
+
+
+def _channels(channels: Sequence[Mapping[str, Any]], rows: int) -> Table:
+    shown = sorted(channels, key=_activity_key)[: max(0, rows)] if rows > 0 else []
+    table = Table(
+        title=f"channels ({len(channels):,})",
+        expand=True,
+        show_edge=False,
+        pad_edge=False,
+    )
+    for name, justify in (
+        ("id", "right"),
+        ("kind", "left"),
+        ("local peer", "left"),
+        ("target", "left"),
+        ("state", "left"),
+        ("sent", "right"),
+        ("received", "right"),
+        ("in flight", "right"),
+        ("retx", "right"),
+        ("age", "right"),
+        ("idle", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+    for ch in shown:
+        table.add_row(
+            str(ch["id"]),
+            str(ch["kind"]),
+            Text(str(ch.get("local_peer") or "-")),
+            Text(str(ch["target"])),
+            str(ch["state"]),
+            format_bytes(ch["bytes_sent"]),
+            format_bytes(ch["bytes_received"]),
+            format_bytes(ch["in_flight"]),
+            str(ch["retransmissions"]),
+            f"{float(ch['age_s']):.0f}s",
+            f"{float(ch['idle_s']):.1f}s",
+        )
+    total_sent = sum(int(ch["bytes_sent"]) for ch in channels)
+    total_received = sum(int(ch["bytes_received"]) for ch in channels)
+    total_flight = sum(int(ch["in_flight"]) for ch in channels)
+    table.caption = (
+        f"total: {len(channels):,} channels ({len(shown):,} shown), "
+        f"sent {format_bytes(total_sent)}, received {format_bytes(total_received)}, "
+        f"in flight {format_bytes(total_flight)}"
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def _events(events: Sequence[Mapping[str, Any]], now: float, lines: int) -> Panel:
+    text = Text()
+    newest = list(events)[-lines:][::-1]
+    for i, event in enumerate(newest):
+        ago = max(0.0, now - float(event["t"]))
+        if i:
+            text.append("\n")
+        text.append(f"{ago:7.1f}s ago ", style="dim")
+        text.append(f"{event['kind']:<14}", style="bold")
+        text.append(str(event["text"]))
+    if not newest:
+        text.append("no events yet", style="dim")
+    return Panel(text, title=f"events ({len(events)})")
+
+
+def render_status(
+    snapshot: Mapping[str, Any],
+    *,
+    history: RateHistory | None = None,
+    height: int = 40,
+    width: int = 120,
+    error: str | None = None,
+) -> RenderableType:
+    """One frame of the status view for a terminal of ``height`` x ``width``.
+
+    ``error`` (e.g. the proxy stopped answering) is shown in the header.
+    """
+    channels = snapshot.get("channels") or []
+    events = snapshot.get("events") or []
+    rows = max(1, height - _FIXED_LINES)
+    return Group(
+        _header(snapshot, history, error),
+        _sparklines(history, width),
+        _channels(channels, rows),
+        _events(events, float(snapshot.get("uptime_s", 0.0)), _EVENT_LINES),
+    )
+
+
+# -- the live loop (I/O) ---------------------------------------------------------------------
+
+
+async def run_live(path: Path, console: Console, *, interval: float = 0.25) -> None:
+    """Show the status of the proxy at ``path`` until ``q`` (or EOF on stdin, or Ctrl-C).
+
+    Raises :class:`~resip_proxy.control.ControlError` if the first read fails; later
+    failures are shown in the header while polling continues.
+    """
+    from .control import ControlError, fetch_status
+
+    snapshot = await fetch_status(path)
+    history = RateHistory()
+    history.add(snapshot)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    restore = _keyboard(loop, stop)
+    try:
+        with Live(console=console, screen=True, auto_refresh=False) as live:
+            while not stop.is_set():
+                error = None
+                try:
+                    snapshot = await fetch_status(path)
+                    history.add(snapshot)
+                except ControlError as exc:
+                    error = str(exc)
+                size = console.size
+                frame = render_status(
+                    snapshot, history=history, height=size.height, width=size.width, error=error
+                )
+                live.update(frame, refresh=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        restore()
+
+
+def _keyboard(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Callable[[], None]:
+    """Watch stdin for ``q``; returns the function that undoes it (terminal mode included)."""
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError):
+        return lambda: None
+    if not os.isatty(fd):
+        return lambda: None
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)  # keys arrive one by one, without echo; Ctrl-C still signals
+
+    def on_key() -> None:
+        try:
+            data = os.read(fd, 64)
+        except OSError:
+            data = b""
+        if not data or b"q" in data.lower():
+            stop.set()
+
+    loop.add_reader(fd, on_key)
+
+    def restore() -> None:
+        loop.remove_reader(fd)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+    return restore

@@ -1,0 +1,93 @@
+"""curl through the real proxy and server: SOCKS5, SOCKS5h, HTTP forwarding, CONNECT."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import HttpFiles, ResipPair, sha
+
+CURL = "/usr/bin/curl"
+
+pytestmark = pytest.mark.skipif(
+    not os.access(CURL, os.X_OK), reason=f"{CURL} is missing (apt-get install curl)"
+)
+
+
+def _env() -> dict[str, str]:
+    # A proxy variable from the environment must not change what curl does.
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def _mode_args(mode: str, pair: ResipPair) -> list[str]:
+    proxy = pair.proxy_url_host
+    return {
+        "socks5": ["--socks5", proxy],
+        "socks5h": ["--socks5-hostname", proxy],
+        "http": ["-x", f"http://{proxy}"],
+        "connect": ["-p", "-x", f"http://{proxy}"],
+    }[mode]
+
+
+async def curl(args: list[str], out: Path, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+    """Run curl quietly into ``out``; fails with curl's stderr on a non-zero exit."""
+    proc = await asyncio.create_subprocess_exec(
+        CURL, "-sS", "--fail", "--max-time", str(int(timeout)), "-o", str(out), *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=_env(),
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(timeout + 5):
+            _, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, f"curl {args} exited {proc.returncode}: {err.decode()!r}"
+
+
+def file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["socks5", "socks5h", "http", "connect"])
+async def test_curl_50mib(
+    mode: str, pair: ResipPair, http_files: HttpFiles, tmp_path: Path
+) -> None:
+    host = "localhost" if mode == "socks5h" else "127.0.0.1"
+    out = tmp_path / "big"
+    await curl([*_mode_args(mode, pair), http_files.url("big", host)], out)
+    assert out.stat().st_size == len(http_files.blobs["big"])
+    assert file_sha(out) == sha(http_files.blobs["big"])
+    assert http_files.requests == 1
+
+
+@pytest.mark.timeout(60)
+async def test_fifty_parallel_curls(pair: ResipPair, http_files: HttpFiles, tmp_path: Path) -> None:
+    modes = ["socks5", "socks5h", "http", "connect"]
+    jobs = []
+    for i in range(50):
+        mode = modes[i % len(modes)]
+        host = "localhost" if mode == "socks5h" else "127.0.0.1"
+        out = tmp_path / f"small-{i}"
+        jobs.append(curl([*_mode_args(mode, pair), http_files.url("small", host)], out))
+    await asyncio.gather(*jobs)
+    want = sha(http_files.blobs["small"])
+    for i in range(50):
+        assert file_sha(tmp_path / f"small-{i}") == want, f"curl #{i} got different bytes"
+    assert http_files.requests == 50
+
+
+def test_curl_present_or_skipped() -> None:
+    # Documents the dependency: scripts/test installs curl, so CI never skips the above.
+    assert shutil.which("curl") is not None or not os.access(CURL, os.X_OK)

@@ -1,0 +1,245 @@
+"""Lab fixtures: a real resip-server and resip-proxy in two namespaces behind ``scripts/netlab``.
+
+One lab per test module (building it costs a few seconds): the server namespace runs
+``resip-server run`` and an HTTP server on its loopback serving a 20 MiB random file; the
+client namespace runs ``resip-proxy run`` on 127.0.0.1:1080. Every test starts from a clean
+link (``Stack.reset``). Results (goodput, times) go to ``record_property`` and, when
+``RESIP_LAB_RESULTS`` names a file, are appended to it as JSON lines for the benchmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+NETLAB = Path(__file__).resolve().parents[2] / "scripts" / "netlab"
+BLOB_SIZE = 20 << 20
+HTTP_PORT = 8080
+PROXY = "127.0.0.1:1080"
+
+
+def load_netlab() -> ModuleType:
+    """``scripts/netlab`` as a module (it has no .py suffix: it is a command)."""
+    loader = importlib.machinery.SourceFileLoader("resip_netlab", str(NETLAB))
+    spec = importlib.util.spec_from_loader("resip_netlab", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["resip_netlab"] = module
+    loader.exec_module(module)
+    return module
+
+
+netlab = load_netlab()
+
+
+class LogTail:
+    """Collects a process's stderr lines with arrival times (a thread reads the pipe)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._stream = stream
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            with self._cond:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float, after: float = 0.0) -> float | None:
+        """Arrival time of the first line matching ``pattern`` at or after ``after``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for at, line in self.lines:
+                    if at >= after and regex.search(line):
+                        return at
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return None
+                self._cond.wait(remaining)
+
+    def text(self) -> str:
+        with self._cond:
+            return "\n".join(line for _, line in self.lines)
+
+    def close(self) -> None:
+        self._thread.join(5)
+        self._stream.close()
+
+
+class Download:
+    """A curl download through the proxy, running in the client namespace."""
+
+    def __init__(self, stack: Stack, out: Path, max_time: float) -> None:
+        self.out = out
+        self.started = time.monotonic()
+        self.proc = stack.lab.popen(
+            "client",
+            ["curl", "-sS", "--fail", "--max-time", str(int(max_time)), "--socks5-hostname",
+             PROXY, f"http://127.0.0.1:{HTTP_PORT}/blob", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.finished: float | None = None
+
+    def size(self) -> int:
+        try:
+            return self.out.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def wait_bytes(self, nbytes: int, timeout: float) -> None:
+        """Wait until ``nbytes`` arrived (polling the file: curl offers no event)."""
+        deadline = time.monotonic() + timeout
+        while self.size() < nbytes:
+            assert self.proc.poll() is None, f"curl ended early: {self.stderr()}"
+            assert time.monotonic() < deadline, f"only {self.size()} bytes after {timeout} s"
+            time.sleep(0.1)
+
+    def stderr(self) -> str:
+        return self.proc.stderr.read() if self.proc.stderr and self.proc.poll() is not None else ""
+
+    def finish(self, timeout: float) -> float:
+        """Wait for curl; assert success and a byte-exact file; return the elapsed seconds."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"download not done after {timeout} s ({self.size()} bytes)")
+        self.finished = time.monotonic()
+        err = self.stderr()
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        assert rc == 0, f"curl failed (exit {rc}): {err}"
+        digest = hashlib.sha256(self.out.read_bytes()).hexdigest()
+        assert digest == _blob_digest, "downloaded file differs from the served one"
+        return self.finished - self.started
+
+
+_blob_digest = ""
+
+
+class Stack:
+    """The lab plus the server, proxy and HTTP server running in it."""
+
+    def __init__(self, lab: Any, workdir: Path, proxy_log: LogTail, server_log: LogTail) -> None:
+        self.lab = lab
+        self.workdir = workdir
+        self.proxy_log = proxy_log
+        self.server_log = server_log
+        self._n = 0
+
+    def reset(self) -> None:
+        self.lab.reset()
+
+    def download(self, max_time: float = 120) -> Download:
+        self._n += 1
+        return Download(self, self.workdir / f"out-{self._n}", max_time)
+
+
+def _wait_tcp(lab: Any, where: str, host: str, port: int, timeout: float) -> None:
+    code = (
+        "import socket, sys, time\n"
+        f"deadline = time.monotonic() + {timeout}\n"
+        "while True:\n"
+        "    try:\n"
+        f"        socket.create_connection(({host!r}, {port}), 1).close(); break\n"
+        "    except OSError:\n"
+        "        if time.monotonic() > deadline: sys.exit(1)\n"
+        "        time.sleep(0.1)\n"
+    )
+    result = lab.run_in(where, [sys.executable, "-c", code], check=False, timeout=timeout + 5)
+    assert result.returncode == 0, f"{host}:{port} not listening in {where} after {timeout} s"
+
+
+def record(request: pytest.FixtureRequest, **values: Any) -> None:
+    """Attach measured numbers to the test report (and RESIP_LAB_RESULTS, if set)."""
+    for key, value in values.items():
+        request.node.user_properties.append((key, value))
+    path = os.environ.get("RESIP_LAB_RESULTS")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"test": request.node.name, **values}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    reason = netlab.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"lab tests {reason}")
+    if subprocess.run(["which", "curl"], capture_output=True).returncode != 0:
+        pytest.skip("lab tests need curl")
+    global _blob_digest
+    work = tmp_path_factory.mktemp("lab")
+    www = work / "www"
+    www.mkdir()
+    blob = os.urandom(BLOB_SIZE)
+    (www / "blob").write_bytes(blob)
+    _blob_digest = hashlib.sha256(blob).hexdigest()
+    with netlab.Lab(seed=7) as lab:
+        init = subprocess.run(
+            [sys.executable, "-m", "resip.server.cli", "init", "--dir", str(work / "srv"),
+             "--public-host", lab.server_addr],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        uri = init.stdout.strip().splitlines()[-1]
+        config = work / "srv" / "config.toml"
+        text = config.read_text()
+        # The target is the server namespace's own loopback HTTP server: open it in the ACL.
+        text = text.replace(
+            "rules = []", f'rules = ["allow 127.0.0.0/8", "allow {lab.server_addr}/32"]'
+        )
+        config.write_text(text)
+        server = lab.popen(
+            "server", [sys.executable, "-m", "resip.server.cli", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        server_log = LogTail(server.stderr)
+        lab.popen(
+            "server",
+            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+             str(www), str(HTTP_PORT)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_tcp(lab, "server", "127.0.0.1", HTTP_PORT, 15)
+        _wait_tcp(lab, "client", lab.server_addr, 31265, 15)
+        proxy_config = work / "proxy.toml"
+        subprocess.run(
+            [sys.executable, "-m", "resip_proxy.cli", "init", uri, "--config", str(proxy_config)],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        proxy = lab.popen(
+            "client",
+            [sys.executable, "-m", "resip_proxy.cli", "run", "--config", str(proxy_config),
+             "--listen", PROXY],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        proxy_log = LogTail(proxy.stderr)
+        if proxy_log.wait_for("proxy ready", 30) is None:
+            pytest.fail(f"resip-proxy did not start:\n{proxy_log.text()}")
+        try:
+            yield Stack(lab, work, proxy_log, server_log)
+        finally:
+            lab.close()  # stops the processes, so the log threads see EOF
+            proxy_log.close()
+            server_log.close()
