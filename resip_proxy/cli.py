@@ -142,7 +142,7 @@ ControlSocketOption = Annotated[
     Path | None,
     typer.Option(
         "--control-socket",
-        help="Status socket [default: $XDG_RUNTIME_DIR/resip/proxy.sock or /tmp/resip-$UID/].",
+        help="Status socket (default: $XDG_RUNTIME_DIR/resip/proxy.sock, or /tmp/resip-$UID/).",
     ),
 ]
 

@@ -52,6 +52,7 @@ import aiohttp
 from resip import events as ev
 from resip.aio.driver import Listener, SessionDriver
 from resip.aio.streams import ChannelSplice
+from resip.aio.udp import enlarge_buffers
 from resip.config import SessionConfig
 from resip.crypto import HeaderProtection, Suite
 from resip.enrol import Enrolment
@@ -522,6 +523,7 @@ class SessionManager:
             )
         except OSError as exc:
             raise ClientError(f"cannot open a UDP socket to the server: {_describe(exc)}") from None
+        enlarge_buffers(transport)
         self._udp = transport
         self._install(self._credentials)
         self._supervisor = asyncio.create_task(self._supervise(), name="resip-session-supervisor")
@@ -873,6 +875,7 @@ class SessionManager:
                     lambda: _UdpProtocol(self),
                     remote_addr=(self.udp_path[0], credentials.udp_port),
                 )
+                enlarge_buffers(self._udp)
             except OSError as exc:
                 log.warning("cannot open a UDP socket to the server: %s", exc)
                 self._udp = None

@@ -185,7 +185,39 @@ def _activity_key(channel: Mapping[str, Any]) -> tuple[float, int]:
     )
 
 
-def _channels(channels: Sequence[Mapping[str, Any]], rows: int) -> Table:
+_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    # name, justify, the narrowest terminal that still shows it
+    ("id", "right", 0),
+    ("kind", "left", 100),
+    ("local peer", "left", 110),
+    ("target", "left", 0),
+    ("state", "left", 90),
+    ("sent", "right", 0),
+    ("received", "right", 0),
+    ("in flight", "right", 120),
+    ("retx", "right", 100),
+    ("age", "right", 120),
+    ("idle", "right", 0),
+)
+
+
+def _cells(ch: Mapping[str, Any]) -> dict[str, RenderableType]:
+    return {
+        "id": str(ch["id"]),
+        "kind": str(ch["kind"]),
+        "local peer": Text(str(ch.get("local_peer") or "-")),
+        "target": Text(str(ch["target"])),
+        "state": str(ch["state"]),
+        "sent": format_bytes(ch["bytes_sent"]),
+        "received": format_bytes(ch["bytes_received"]),
+        "in flight": format_bytes(ch["in_flight"]),
+        "retx": str(ch["retransmissions"]),
+        "age": f"{float(ch['age_s']):.0f}s",
+        "idle": f"{float(ch['idle_s']):.1f}s",
+    }
+
+
+def _channels(channels: Sequence[Mapping[str, Any]], rows: int, width: int) -> Table:
     shown = sorted(channels, key=_activity_key)[: max(0, rows)] if rows > 0 else []
     table = Table(
         title=f"channels ({len(channels):,})",
@@ -193,34 +225,13 @@ def _channels(channels: Sequence[Mapping[str, Any]], rows: int) -> Table:
         show_edge=False,
         pad_edge=False,
     )
-    for name, justify in (
-        ("id", "right"),
-        ("kind", "left"),
-        ("local peer", "left"),
-        ("target", "left"),
-        ("state", "left"),
-        ("sent", "right"),
-        ("received", "right"),
-        ("in flight", "right"),
-        ("retx", "right"),
-        ("age", "right"),
-        ("idle", "right"),
-    ):
+    # Narrow terminals drop the least important columns rather than truncate them all.
+    columns = [(name, justify) for name, justify, min_width in _COLUMNS if width >= min_width]
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
     for ch in shown:
-        table.add_row(
-            str(ch["id"]),
-            str(ch["kind"]),
-            Text(str(ch.get("local_peer") or "-")),
-            Text(str(ch["target"])),
-            str(ch["state"]),
-            format_bytes(ch["bytes_sent"]),
-            format_bytes(ch["bytes_received"]),
-            format_bytes(ch["in_flight"]),
-            str(ch["retransmissions"]),
-            f"{float(ch['age_s']):.0f}s",
-            f"{float(ch['idle_s']):.1f}s",
-        )
+        cells = _cells(ch)
+        table.add_row(*(cells[name] for name, _ in columns))
     total_sent = sum(int(ch["bytes_sent"]) for ch in channels)
     total_received = sum(int(ch["bytes_received"]) for ch in channels)
     total_flight = sum(int(ch["in_flight"]) for ch in channels)
@@ -266,7 +277,7 @@ def render_status(
     return Group(
         _header(snapshot, history, error),
         _sparklines(history, width),
-        _channels(channels, rows),
+        _channels(channels, rows, width),
         _events(events, float(snapshot.get("uptime_s", 0.0)), _EVENT_LINES),
     )
 

@@ -41,6 +41,7 @@ from aiohttp import web
 from resip import events as ev
 from resip.aio.driver import SessionDriver
 from resip.aio.streams import ChannelSplice
+from resip.aio.udp import enlarge_buffers
 from resip.config import HOUR, SessionConfig
 from resip.errors import LocalProtocolError, ResipError, WireError
 from resip.framing import FrameDecoder, encode_frame
@@ -397,6 +398,7 @@ class ResipServer:
                 )
             except OSError as exc:
                 raise StartError(f"cannot bind UDP {host}:{cfg.resip_port}: {exc}") from None
+            enlarge_buffers(transport)
             self._udp = transport
             port = int(transport.get_extra_info("sockname")[1])
             try:

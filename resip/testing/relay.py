@@ -144,7 +144,7 @@ def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
     # Summing 16-bit words through one big int is far faster than a Python loop.
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

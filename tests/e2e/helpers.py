@@ -10,9 +10,7 @@ import struct
 STEP_TIMEOUT = 10.0
 
 
-def socks_request(
-    host: str | bytes, port: int, *, cmd: int = 1, atyp: int | None = None
-) -> bytes:
+def socks_request(host: str | bytes, port: int, *, cmd: int = 1, atyp: int | None = None) -> bytes:
     """A SOCKS5 request; ``str`` IP literals become ATYP 1/4 unless ``atyp`` is 3."""
     if isinstance(host, bytes):
         return bytes([5, cmd, 0, 3, len(host)]) + host + struct.pack("!H", port)
@@ -44,21 +42,38 @@ async def read_socks_reply(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return head[1], head + rest
 
 
-async def socks_connect(
+def reply_address(reply: bytes) -> tuple[str, int]:
+    """BND.ADDR and BND.PORT of a SOCKS5 reply with an IP address."""
+    if reply[3] == 1:
+        return str(ipaddress.IPv4Address(reply[4:8])), struct.unpack("!H", reply[8:10])[0]
+    if reply[3] == 4:
+        return str(ipaddress.IPv6Address(reply[4:20])), struct.unpack("!H", reply[20:22])[0]
+    raise AssertionError(f"reply without an IP address: {reply!r}")
+
+
+async def socks_handshake(
     proxy: tuple[str, int], request: bytes
-) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
-    """Greeting + ``request`` through the proxy; returns (REP, reader, writer)."""
+) -> tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]:
+    """Greeting + ``request`` through the proxy; returns (the reply, reader, writer)."""
     reader, writer = await asyncio.open_connection(*proxy)
     try:
         async with asyncio.timeout(STEP_TIMEOUT):
             writer.write(b"\x05\x01\x00")
             assert await reader.readexactly(2) == b"\x05\x00"
             writer.write(request)
-            rep, _ = await read_socks_reply(reader)
+            _, reply = await read_socks_reply(reader)
     except BaseException:
         writer.close()
         raise
-    return rep, reader, writer
+    return reply, reader, writer
+
+
+async def socks_connect(
+    proxy: tuple[str, int], request: bytes
+) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
+    """Greeting + ``request`` through the proxy; returns (REP, reader, writer)."""
+    reply, reader, writer = await socks_handshake(proxy, request)
+    return reply[1], reader, writer
 
 
 async def close(writer: asyncio.StreamWriter) -> None:

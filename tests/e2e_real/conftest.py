@@ -4,9 +4,9 @@ Everything here goes through the command lines a user types, as separate process
 
 - :func:`resip_server` (session scope): ``resip-server init`` into a temporary directory on
   free loopback ports, the config's ``[acl] rules`` edited to allow ``127.0.0.0/8`` (the
-  tests' targets are local), then ``resip-server run``; ready once both of its TCP ports
-  accept connections. ``resip-proxy init URI`` writes the client config from the enrolment
-  URI that ``init`` printed last.
+  tests' targets are local) and ``allow_internet`` turned off, then ``resip-server run``;
+  ready once both of its TCP ports accept connections. ``resip-proxy init URI`` writes the
+  client config from the enrolment URI that ``init`` printed last.
 - :func:`resip_proxy` (session scope): ``resip-proxy run --listen 127.0.0.1:0``; its port is
   read from the "proxy ready on HOST:PORT" line.
 
@@ -206,10 +206,15 @@ def resip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHan
 
     config = directory / "config.toml"
     text = config.read_text()
-    assert text.count("rules = []") == 1, f"unexpected [acl] layout in {config}:\n{text}"
-    config.write_text(text.replace("rules = []", f'rules = ["{ACL_RULE}"]'))
-    # The edit must be what the server will actually load.
-    assert load_server_config(config).acl == (ACL_RULE,)
+    layout = ("rules = []", "allow_internet = true")
+    assert all(text.count(s) == 1 for s in layout), f"unexpected [acl] in {config}:\n{text}"
+    # Only loopback: nothing a test (or a browser's background chatter) asks for may leave
+    # the machine, even on a CI runner with internet access.
+    text = text.replace("rules = []", f'rules = ["{ACL_RULE}"]')
+    config.write_text(text.replace("allow_internet = true", "allow_internet = false"))
+    # The edits must be what the server will actually load.
+    loaded = load_server_config(config)
+    assert loaded.acl == (ACL_RULE,) and not loaded.allow_internet
 
     with running(
         [*RESIP_SERVER, "run", "--config", str(config)], base / "server.log", what="resip-server"

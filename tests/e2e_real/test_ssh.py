@@ -156,9 +156,7 @@ def test_ssh_command_through_resip(sshd: Sshd, resip_server: ServerHandle) -> No
 
 
 @pytest.mark.timeout(60)
-def test_scp_20_mib_through_resip(
-    sshd: Sshd, resip_server: ServerHandle, tmp_path: Path
-) -> None:
+def test_scp_20_mib_through_resip(sshd: Sshd, resip_server: ServerHandle, tmp_path: Path) -> None:
     source = tmp_path / "random.bin"
     data = os.urandom(SIZE)
     source.write_bytes(data)
