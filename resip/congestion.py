@@ -54,6 +54,7 @@ _QUEUE_ABS: Final = 0.010
 _QUEUE_REL: Final = 0.25
 _QUEUE_ROUNDS: Final = 2
 _GUARD_DECREASE: Final = 0.85
+_GUARD_COOLDOWN_ROUNDS: Final = 8
 _DRAIN_GAIN_AFTER_GUARD: Final = 0.75
 # RTT samples in a startup round before a queue may end startup early (RFC 9406 uses 8).
 _STARTUP_QUEUE_SAMPLES: Final = 8
@@ -224,6 +225,7 @@ class RateController:
         self._loss_lost = 0.0
         self.loss_estimate = 0.0
         self._queue_rounds = 0
+        self._guard_cooldown = 0
         self._full_bw = 0.0
         self._full_bw_rounds = 0
         self._drain_rounds = 0
@@ -439,7 +441,9 @@ class RateController:
             self._queue_rounds = self._queue_rounds + 1 if queued else 0
 
         guard_fired = False
-        if self._queue_rounds >= _QUEUE_ROUNDS and duration > 0:
+        if self._guard_cooldown:
+            self._guard_cooldown -= 1
+        elif self._queue_rounds >= _QUEUE_ROUNDS and duration > 0:
             # We are overfilling a queue. The round's delivery rate is what the bottleneck
             # really passes; correct it only with the loss estimate frozen before queueing.
             # That estimate may itself be inflated (tail drops from an earlier overshoot
@@ -452,6 +456,9 @@ class RateController:
                 )
             )
             self._queue_rounds = 0
+            # Let the drain take effect before judging again: on a 1 ms loopback round
+            # the guard would otherwise cut 15 % every 2 ms and collapse the rate.
+            self._guard_cooldown = _GUARD_COOLDOWN_ROUNDS
             guard_fired = True
 
         if self.state == "startup":

@@ -95,6 +95,13 @@ def session_config_for(config: ServerConfig) -> SessionConfig:
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: ResipServer) -> None:
         self._server = server
+        # close() only schedules the socket's release; stop() waits for this so a new
+        # server can bind the same port as soon as stop() returns.
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         self._server._on_packet(data, addr)
@@ -474,8 +481,11 @@ class ResipServer:
             await self._tcp_server.wait_closed()
             self._tcp_server = None
         if self._udp is not None:
+            protocol = self._udp.get_protocol()
             self._udp.close()
             self._udp = None
+            if isinstance(protocol, _UdpProtocol):
+                await protocol.closed
 
     # -- SessionService (the API's view) ---------------------------------------------------
 

@@ -19,9 +19,10 @@ import hashlib
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 from aiohttp import web
@@ -77,11 +78,6 @@ class ResipPair:
         """Stop the server and start a new one on the same ports (new ``server_start``)."""
         old = self.server
         await old.stop("restart in a test")
-        # BUG (reported): stop() returns before the UDP socket is really closed
-        # (transport.close() only schedules it), so an immediate re-bind of the same port
-        # fails with EADDRINUSE. One loop iteration lets the close happen;
-        # test_restart.py::test_stop_releases_udp_port pins the bug.
-        await asyncio.sleep(0)
         new = ResipServer(
             self.config,
             acl=self.acl,
@@ -154,7 +150,8 @@ class HttpFiles:
     """The local HTTP server: ``url(name, host)`` for each blob; ``requests`` served."""
 
     port: int
-    blobs: dict[str, bytes]
+    # Not in the repr: something repr()s fixture values, and 50 MiB of bytes takes seconds.
+    blobs: dict[str, bytes] = field(repr=False)
     requests: int = 0
 
     def url(self, name: str, host: str = "127.0.0.1") -> str:
@@ -189,14 +186,26 @@ async def http_files(blobs: dict[str, bytes]) -> AsyncIterator[HttpFiles]:
 
 @dataclass
 class TcpServer:
-    """A loopback TCP server: ``port`` and how many connections it accepted."""
+    """A loopback TCP server: ``port``, connections accepted and connections ended."""
 
     port: int
     connections: int = 0
+    ended: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_ended(self, count: int, timeout: float = STEP_TIMEOUT) -> None:  # noqa: ASYNC109
+        """Until ``count`` connections have ended (the peer closed or reset them)."""
+        async with asyncio.timeout(timeout):
+            while self.ended < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def tcp_server(handler: object) -> AsyncIterator[TcpServer]:
+async def tcp_server(handler: Handler) -> AsyncIterator[TcpServer]:
     """Serve ``handler(reader, writer)`` on 127.0.0.1:0, counting connections."""
     state = TcpServer(0)
     tasks: set[asyncio.Task[None]] = set()
@@ -207,7 +216,7 @@ async def tcp_server(handler: object) -> AsyncIterator[TcpServer]:
         assert task is not None
         tasks.add(task)
         try:
-            await handler(reader, writer)  # type: ignore[operator]
+            await handler(reader, writer)
         except (ConnectionError, OSError):
             pass
         except asyncio.CancelledError:
@@ -219,6 +228,8 @@ async def tcp_server(handler: object) -> AsyncIterator[TcpServer]:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+            state.ended += 1
+            state.changed.set()
 
     server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
     state.port = int(server.sockets[0].getsockname()[1])
@@ -261,24 +272,25 @@ async def tcp_listener() -> AsyncIterator[TcpServer]:
 class UdpResponder(asyncio.DatagramProtocol):
     """A loopback UDP server: records datagrams and answers with ``answer(data)``."""
 
-    def __init__(self, answer: object) -> None:
+    def __init__(self, answer: Callable[[bytes], bytes | None]) -> None:
         self.answer = answer
         self.received: list[tuple[bytes, tuple[str, int]]] = []
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # The selector datagram transport does not subclass DatagramTransport: cast.
+        self.transport = cast("asyncio.DatagramTransport", transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received.append((data, addr))
-        reply = self.answer(data)  # type: ignore[operator]
+        reply = self.answer(data)
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
 
 @contextlib.asynccontextmanager
-async def udp_responder(answer: object) -> AsyncIterator[UdpResponder]:
+async def udp_responder(answer: Callable[[bytes], bytes | None]) -> AsyncIterator[UdpResponder]:
     """Run a :class:`UdpResponder` on 127.0.0.1:0."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(

@@ -44,8 +44,11 @@ async def test_restart_mid_transfer(pair: ResipPair, tcp_echo: TcpServer) -> Non
             # The interrupted connection ends (EOF or reset) instead of hanging.
             rest = await read_to_eof(reader, timeout=15)
             assert len(rest) < 256 << 20
+            # And the stopped server closed its side: the target sees the end too.
+            await source.wait_ended(1, timeout=15)
         finally:
             await close(writer)
+        assert source.connections == 1
 
     # The proxy replaces the lost session by itself; new connections then work.
     assert await pair.manager.wait_connected(15), "no new session after the restart"
@@ -61,12 +64,6 @@ async def test_restart_mid_transfer(pair: ResipPair, tcp_echo: TcpServer) -> Non
         await close(writer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ResipServer.stop() returns before its UDP socket is closed: _close_sockets "
-    "calls self._udp.close() (resip/server/app.py, end of _close_sockets) without awaiting "
-    "connection_lost, so the port cannot be bound again right after stop()",
-)
 @pytest.mark.timeout(10)
 async def test_stop_releases_udp_port(server_config: ServerConfig) -> None:
     server = ResipServer(server_config, api_port=0, resip_port=0)

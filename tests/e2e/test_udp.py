@@ -11,17 +11,28 @@ import struct
 import pytest
 
 from .conftest import DNS_ANSWER_IP, ResipPair, UdpResponder, dns_query
-from .helpers import STEP_TIMEOUT, close, reply_address, socks_handshake, socks_request
+from .helpers import (
+    STEP_TIMEOUT,
+    close,
+    read_to_eof,
+    reply_address,
+    socks_handshake,
+    socks_request,
+)
 
 
 class UdpClient(asyncio.DatagramProtocol):
-    """A UDP socket whose datagrams land in a queue."""
+    """A UDP socket whose datagrams land in a queue (and errors in ``errors``)."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+        self.errors: asyncio.Queue[Exception] = asyncio.Queue()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.queue.put_nowait((data, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.put_nowait(exc)
 
 
 def wrap(ip: str, port: int, data: bytes) -> bytes:
@@ -104,3 +115,28 @@ async def test_dns_style_exchange(pair: ResipPair, dns_server: UdpResponder) -> 
     finally:
         await close(writer)
     # The association ends with the control connection.
+
+
+@pytest.mark.timeout(30)
+async def test_association_ends_with_control_connection(
+    pair: ResipPair, udp_echo: UdpResponder
+) -> None:
+    reply, reader, writer = await socks_handshake(pair.proxy, socks_request("0.0.0.0", 0, cmd=3))
+    assert reply[1] == 0
+    transport, client = await _client(reply_address(reply))
+    try:
+        transport.sendto(wrap("127.0.0.1", udp_echo.port, b"ping"))
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await client.queue.get()
+        # Close the control connection; the proxy closes its side once the relay is gone.
+        writer.write_eof()
+        assert await read_to_eof(reader) == b""
+        transport.sendto(wrap("127.0.0.1", udp_echo.port, b"too late"))
+        # The relay port is closed: the kernel answers with port unreachable.
+        async with asyncio.timeout(STEP_TIMEOUT):
+            error = await client.errors.get()
+        assert isinstance(error, ConnectionRefusedError), error
+        assert [d for d, _ in udp_echo.received] == [b"ping"]
+    finally:
+        transport.close()
+        await close(writer)

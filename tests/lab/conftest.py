@@ -1,20 +1,22 @@
 """Lab fixtures: a real resip-server and resip-proxy in two namespaces behind ``scripts/netlab``.
 
-One lab per test module (building it costs a few seconds): the server namespace runs
-``resip-server run`` and an HTTP server on its loopback serving a 20 MiB random file; the
-client namespace runs ``resip-proxy run`` on 127.0.0.1:1080. Every test starts from a clean
-link (``Stack.reset``). Results (goodput, times) go to ``record_property`` and, when
-``RESIP_LAB_RESULTS`` names a file, are appended to it as JSON lines for the benchmarks.
+A fresh lab per test (building it costs a few seconds): the server namespace runs
+``resip-server run`` and an HTTP server on its loopback serving random 20 MiB and 8 MiB
+files; the client namespace runs ``resip-proxy run`` on 127.0.0.1:1080. Results (goodput,
+times) go to ``record_property`` and, when ``RESIP_LAB_RESULTS`` names a file, are appended
+to it as JSON lines for the benchmarks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.machinery
 import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -148,12 +150,30 @@ _digests: dict[str, str] = {}
 class Stack:
     """The lab plus the server, proxy and HTTP server running in it."""
 
-    def __init__(self, lab: Any, workdir: Path, proxy_log: LogTail, server_log: LogTail) -> None:
+    def __init__(self, lab: Any, workdir: Path, uri: str, server_log: LogTail) -> None:
         self.lab = lab
         self.workdir = workdir
-        self.proxy_log = proxy_log
+        self.uri = uri
         self.server_log = server_log
+        self._proxy_log: LogTail | None = None
         self._n = 0
+
+    @property
+    def proxy_log(self) -> LogTail:
+        """The proxy's stderr (the proxy must be running)."""
+        assert self._proxy_log is not None, "the proxy is not started"
+        return self._proxy_log
+
+    def start_proxy(self) -> float:
+        """Start the proxy; return the time it was started (monotonic)."""
+        started = time.monotonic()
+        self._proxy_log = start_proxy(self.lab, self.workdir, self.uri)
+        return started
+
+    def close_logs(self) -> None:
+        for log in (self._proxy_log, self.server_log):
+            if log is not None:
+                log.close()
 
     def reset(self) -> None:
         self.lab.reset()
@@ -190,20 +210,58 @@ def record(request: pytest.FixtureRequest, **values: Any) -> None:
             f.write(json.dumps({"test": request.node.name, **values}) + "\n")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="session")
+def www(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The HTTP server's directory: ``blob`` (20 MiB) and ``small`` (8 MiB), random."""
     reason = netlab.unavailable_reason()
     if reason is not None:
         pytest.skip(f"lab tests {reason}")
-    if subprocess.run(["which", "curl"], capture_output=True).returncode != 0:
+    if shutil.which("curl") is None:
         pytest.skip("lab tests need curl")
-    work = tmp_path_factory.mktemp("lab")
-    www = work / "www"
-    www.mkdir()
+    www = tmp_path_factory.mktemp("www")
     for name, size in (("blob", BLOB_SIZE), ("small", SMALL_SIZE)):
         data = os.urandom(size)
         (www / name).write_bytes(data)
         _digests[name] = hashlib.sha256(data).hexdigest()
+    return www
+
+
+def start_proxy(lab: Any, work: Path, uri: str) -> LogTail:
+    """``resip-proxy init`` + ``run`` in the client namespace; its stderr, once ready."""
+    proxy_config = work / "proxy.toml"
+    if not proxy_config.exists():
+        subprocess.run(
+            [sys.executable, "-m", "resip_proxy.cli", "init", uri, "--config", str(proxy_config)],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    proxy = lab.popen(
+        "client",
+        [sys.executable, "-m", "resip_proxy.cli", "run", "--config", str(proxy_config),
+         "--listen", PROXY],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    log = LogTail(proxy.stderr)
+    if log.wait_for("proxy ready", 30) is None:
+        pytest.fail(f"resip-proxy did not start:\n{log.text()}")
+    return log
+
+
+@pytest.fixture
+def stack(www: Path, tmp_path: Path) -> Iterator[Stack]:
+    """A fresh lab per test, so no test inherits another's transport or address state."""
+    with _make_stack(www, tmp_path, with_proxy=True) as st:
+        yield st
+
+
+@pytest.fixture
+def stack_without_proxy(www: Path, tmp_path: Path) -> Iterator[Stack]:
+    """Like ``stack``, but the test starts the proxy (``stack.start_proxy()``) itself."""
+    with _make_stack(www, tmp_path, with_proxy=False) as st:
+        yield st
+
+
+@contextlib.contextmanager
+def _make_stack(www: Path, work: Path, *, with_proxy: bool) -> Iterator[Stack]:
     with netlab.Lab(seed=7) as lab:
         init = subprocess.run(
             [sys.executable, "-m", "resip.server.cli", "init", "--dir", str(work / "srv"),
@@ -231,23 +289,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )  # fmt: skip
         _wait_tcp(lab, "server", "127.0.0.1", HTTP_PORT, 15)
         _wait_tcp(lab, "client", lab.server_addr, 31265, 15)
-        proxy_config = work / "proxy.toml"
-        subprocess.run(
-            [sys.executable, "-m", "resip_proxy.cli", "init", uri, "--config", str(proxy_config)],
-            capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-        proxy = lab.popen(
-            "client",
-            [sys.executable, "-m", "resip_proxy.cli", "run", "--config", str(proxy_config),
-             "--listen", PROXY],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        proxy_log = LogTail(proxy.stderr)
-        if proxy_log.wait_for("proxy ready", 30) is None:
-            pytest.fail(f"resip-proxy did not start:\n{proxy_log.text()}")
+        st = Stack(lab, work, uri, server_log)
+        if with_proxy:
+            st.start_proxy()
         try:
-            yield Stack(lab, work, proxy_log, server_log)
+            yield st
         finally:
             lab.close()  # stops the processes, so the log threads see EOF
-            proxy_log.close()
-            server_log.close()
+            st.close_logs()

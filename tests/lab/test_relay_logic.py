@@ -68,7 +68,7 @@ def _udp_packet(src: str, dst: str, sport: int, dport: int, payload: bytes) -> b
 def _ones_complement_ok(data: bytes) -> bool:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return total == 0xFFFF
