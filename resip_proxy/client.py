@@ -83,6 +83,14 @@ _TCP_BUFFER_LIMIT = 1 << 20
 _API_TIMEOUT = 15.0
 #: Longest wait between attempts to re-create a session the server lost.
 _RECREATE_BACKOFF_CAP = 30.0
+#: UDP silent this long while data flows: look for another way (seconds). With two
+#: 1-second probes and a TCP connect this moves a blocked session to the fallback
+#: within 5 s.
+_UDP_SILENCE = 2.0
+#: How long a probe (same socket, then a fresh one) gets to be answered before TCP.
+_UDP_REOPEN_WAIT = 1.0
+#: A channel active this recently makes UDP silence suspicious.
+_UDP_BUSY_WINDOW = 5.0
 
 
 class ClientError(ResipError):
@@ -715,17 +723,44 @@ class SessionManager:
 
     def _in_trouble(self) -> bool:
         driver = self._driver
-        return driver is None or driver.closed or driver.session.state is State.OUTAGE
+        if driver is None or driver.closed or driver.session.state is State.OUTAGE:
+            return True
+        return self.transport == "udp" and self._udp_silent(driver)
+
+    def _udp_silent(self, driver: SessionDriver) -> bool:
+        """Data is waiting for answers, yet UDP has been silent for ``udp_timeout``.
+
+        The session only declares an outage after 10 s of silence (a lossy link has
+        quiet spells); a blocked UDP port should move to TCP sooner than that.
+        """
+        heard = self._heard_at.get("udp")
+        now = driver.now()
+        if heard is None or now - heard < _UDP_SILENCE:
+            return False
+        stats = driver.session.stats(now=now)
+        if stats.bytes_in_flight > 0:
+            return True
+        # Receiving a download leaves nothing of ours in flight: a channel that was busy
+        # a moment ago and went quiet counts too. Idle channels (an ssh session waiting
+        # for a key press) do not, so they cause no probing.
+        busy = max((c.last_activity for c in stats.channels), default=-1e9)
+        return now - busy < _UDP_BUSY_WINDOW
 
     async def _wait_trouble(self, timeout: float | None) -> bool:  # noqa: ASYNC109
         """Wait for an outage, a lost TCP connection or the session's end; False on timeout."""
         self._trouble.clear()
-        if self._in_trouble():
-            return True
-        try:
-            await asyncio.wait_for(self._trouble.wait(), timeout)
-        except TimeoutError:
-            return False
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._in_trouble():
+            # Wake at least every second to watch for silent UDP (see _udp_silent).
+            wait = 1.0 if deadline is None else min(1.0, deadline - loop.time())
+            if wait <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._trouble.wait(), wait)
+            except TimeoutError:
+                continue
+            return True  # signalled: a lost TCP connection, the session's end, ...
         return True
 
     async def _supervise(self) -> None:
@@ -761,6 +796,17 @@ class SessionManager:
             await self._wait_trouble(None)  # healthy: until an outage or the end
             if self._driver is None or self._driver.closed:
                 return
+            # Our address may have changed (Wi-Fi to LTE, an address removed): a connected
+            # UDP socket keeps the old source, so open a fresh one before anything else.
+            # Maybe only our last packets were lost: ask on the same socket first (set_peer
+            # sends a keep-alive), then on a fresh one (our address may have changed:
+            # Wi-Fi to LTE, an address removed; a connected socket keeps the old source).
+            self._use(self.udp_path)
+            if await self._wait_heard("udp", loop.time(), _UDP_REOPEN_WAIT):
+                return
+            await self._reopen_udp()
+            if await self._wait_heard("udp", loop.time(), _UDP_REOPEN_WAIT):
+                return
         if await self._try_tcp():
             return
         self._use(self.udp_path)
@@ -785,6 +831,23 @@ class SessionManager:
             await self._close_tcp()
             return
         self._use(("tcp", self._tcp_n))
+
+    async def _reopen_udp(self) -> None:
+        """Replace the UDP socket (new local address and port)."""
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), remote_addr=self.udp_path
+            )
+        except OSError as exc:
+            log.info("cannot open a new UDP socket: %s", _describe(exc))
+            return
+        enlarge_buffers(transport)
+        old, self._udp = self._udp, transport
+        if old is not None:
+            old.close()
+        self._use(self.udp_path)
+        self.note("udp-reopened", "new UDP socket (address change or silence)")
 
     async def _try_tcp(self) -> bool:
         creds = self._credentials

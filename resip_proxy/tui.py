@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from resip.terminal import watch_quit_key
 
 __all__ = [
     "RateHistory",
@@ -298,7 +298,7 @@ async def run_live(path: Path, console: Console, *, interval: float = 0.25) -> N
     history.add(snapshot)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    restore = _keyboard(loop, stop)
+    restore = watch_quit_key(loop, stop)
     try:
         with Live(console=console, screen=True, auto_refresh=False) as live:
             while not stop.is_set():
@@ -317,34 +317,3 @@ async def run_live(path: Path, console: Console, *, interval: float = 0.25) -> N
                     await asyncio.wait_for(stop.wait(), interval)
     finally:
         restore()
-
-
-def _keyboard(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Callable[[], None]:
-    """Watch stdin for ``q``; returns the function that undoes it (terminal mode included)."""
-    try:
-        fd = sys.stdin.fileno()
-    except (OSError, ValueError):
-        return lambda: None
-    if not os.isatty(fd):
-        return lambda: None
-    import termios
-    import tty
-
-    saved = termios.tcgetattr(fd)
-    tty.setcbreak(fd)  # keys arrive one by one, without echo; Ctrl-C still signals
-
-    def on_key() -> None:
-        try:
-            data = os.read(fd, 64)
-        except OSError:
-            data = b""
-        if not data or b"q" in data.lower():
-            stop.set()
-
-    loop.add_reader(fd, on_key)
-
-    def restore() -> None:
-        loop.remove_reader(fd)
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-    return restore

@@ -22,8 +22,6 @@ import contextlib
 import hmac
 import ipaddress
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -42,6 +40,7 @@ from resip.server.endpoint import Endpoint
 from resip.server.http_api import FailureLimiter
 from resip.server.metrics import CONTENT_TYPE, ServerMetrics, render_metrics
 from resip.session import Session
+from resip.terminal import watch_quit_key
 
 __all__ = [
     "AdminError",
@@ -318,7 +317,7 @@ async def run_admin_live(
     snapshot = await fetch()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    restore = _keyboard(loop, stop)
+    restore = watch_quit_key(loop, stop)
     try:
         with Live(console=console, screen=True, auto_refresh=False) as live:
             while not stop.is_set():
@@ -334,34 +333,3 @@ async def run_admin_live(
                     await asyncio.wait_for(stop.wait(), interval)
     finally:
         restore()
-
-
-def _keyboard(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Callable[[], None]:
-    """Watch a terminal stdin (cbreak mode) for ``q``; returns the undo function."""
-    try:
-        fd = sys.stdin.fileno()
-    except (OSError, ValueError):
-        return lambda: None
-    if not os.isatty(fd):
-        return lambda: None
-    import termios
-    import tty
-
-    saved = termios.tcgetattr(fd)
-    tty.setcbreak(fd)
-
-    def on_key() -> None:
-        try:
-            data = os.read(fd, 64)
-        except OSError:
-            data = b""
-        if not data or b"q" in data.lower():
-            stop.set()
-
-    loop.add_reader(fd, on_key)
-
-    def restore() -> None:
-        loop.remove_reader(fd)
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-    return restore
