@@ -739,8 +739,10 @@ class SessionManager:
             return False
         stats = driver.session.stats(now=now)
         # On a very lossy link quiet spells are normal: stretch the patience with the
-        # measured loss so 90 % loss over UDP is not mistaken for a blocked port.
-        if now - heard < min(10.0, _UDP_SILENCE / (1 - min(stats.loss_estimate, 0.85))):
+        # measured loss so 90 % loss over UDP is not mistaken for a blocked port; and
+        # never judge faster than a few round trips (a slow or loaded path).
+        patience = max(_UDP_SILENCE, 4 * stats.rtt_smoothed)
+        if now - heard < min(10.0, patience / (1 - min(stats.loss_estimate, 0.85))):
             return False
         if stats.bytes_in_flight > 0:
             return True
@@ -805,11 +807,12 @@ class SessionManager:
             # Maybe only our last packets were lost: ask on the same socket first (set_peer
             # sends a keep-alive), then on a fresh one (our address may have changed:
             # Wi-Fi to LTE, an address removed; a connected socket keeps the old source).
+            probe_wait = self._probe_wait()
             self._use(self.udp_path)
-            if await self._wait_heard("udp", loop.time(), _UDP_REOPEN_WAIT):
+            if await self._wait_heard("udp", loop.time(), probe_wait):
                 return
             await self._reopen_udp()
-            if await self._wait_heard("udp", loop.time(), _UDP_REOPEN_WAIT):
+            if await self._wait_heard("udp", loop.time(), probe_wait):
                 return
         if await self._try_tcp():
             return
@@ -835,6 +838,14 @@ class SessionManager:
             await self._close_tcp()
             return
         self._use(("tcp", self._tcp_n))
+
+    def _probe_wait(self) -> float:
+        """How long a UDP probe gets to be answered: a few round trips, at least 0.75 s."""
+        driver = self._driver
+        if driver is None:
+            return _UDP_REOPEN_WAIT
+        srtt = driver.session.stats(now=driver.now()).rtt_smoothed
+        return max(_UDP_REOPEN_WAIT, 3 * srtt)
 
     async def _reopen_udp(self) -> None:
         """Replace the UDP socket (new local address and port)."""
