@@ -131,6 +131,8 @@ class Download:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()  # a failed test must not leak the pipe into others
             raise AssertionError(
                 f"download not done after {timeout} s ({self.size()} bytes)"
             ) from None
