@@ -153,11 +153,6 @@ class PathManager:
             self._start_challenge(current, now=now, timeout=timeout)
         return None
 
-    def rechallenge(self, *, now: float, timeout: float) -> None:
-        """Ask the current address to prove itself again (e.g. after an outage)."""
-        if self.current is not None and not self.current.validated:
-            self._start_challenge(self.current, now=now, timeout=timeout)
-
     def allowance(self) -> int:
         """Bytes we may still send to the current address (unbounded once validated)."""
         current = self.current

@@ -695,7 +695,7 @@ class Session:
         inflight = self._inflight
         if inflight.packets and inflight.last_sent_at is not None:
             return inflight.last_sent_at + self._pto_interval()
-        if self._has_blocked_data():
+        if self.channels.any_credit_blocked():
             # Data waits on credit the peer may have sent in a lost packet: ask again.
             base = self._last_received_at if self._last_received_at is not None else 0.0
             return max(base, self._keepalive_sent_at) + self._pto_interval()
@@ -796,9 +796,6 @@ class Session:
         return max(_PROBE_PACKETS, min(_MAX_PROBE_BURST, math.ceil(math.log(0.1) / math.log(loss))))
 
     # ---------------------------------------------------------------- sending
-
-    def _has_blocked_data(self) -> bool:
-        return self.channels.any_credit_blocked()
 
     def datagrams_to_send(self, *, now: float) -> list[tuple[bytes, Path]]:
         """Every datagram that may be sent at ``now`` (pacing and windows allowing)."""
