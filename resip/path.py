@@ -107,17 +107,24 @@ class PathManager:
         """A challenge waits to be sent."""
         return self._challenge is not None and self._challenge_due
 
-    def challenge_to_send(self) -> tuple[bytes, Hashable] | None:
-        """A PATH_CHALLENGE to put in the next packet to ``address``, once per challenge."""
+    def challenge_to_send(self) -> tuple[bytes, Hashable, bool] | None:
+        """The PATH_CHALLENGE for the next packet: ``(data, address, first copy)``.
+
+        The first copy goes out at once; after that the challenge is repeated in every
+        packet to the unvalidated address, but only in packets sent for other reasons:
+        on a lossy link one copy is not enough, and ten bytes are cheap next to a
+        stalled path, while packets holding nothing but the challenge would be sent
+        back to back until the amplification limit stops them.
+        """
         if self._challenge is None:
             return None
         data, address, _ = self._challenge
         current = self.current
-        if self._challenge_due or (current is not None and current.address == address):
-            # Repeated in every packet to the unvalidated address: on a lossy link one
-            # copy is not enough, and ten bytes are cheap next to a stalled path.
+        if self._challenge_due:
             self._challenge_due = False
-            return data, address
+            return data, address, True
+        if current is not None and current.address == address:
+            return data, address, False
         return None
 
     def on_response(self, data: bytes) -> bool:

@@ -89,6 +89,9 @@ TERMINATE_PROTOCOL_ERROR = 10
 _UNLIMITED = 1 << 62
 #: Smallest room worth starting another record in.
 _MIN_ROOM = 24
+#: Shortest wait for a new client address to answer its challenge (RFC 9000 §8.2.4:
+#: six times the initial RTT of 333 ms).
+_MIN_VALIDATION_TIMEOUT = 2.0
 #: Probe packets per probe timeout on a clean link, and at most on a very lossy one.
 _PROBE_PACKETS = 1
 _MAX_PROBE_BURST = 16
@@ -224,6 +227,10 @@ class Session:
         self._keepalive_request = not self.is_server
         self._keepalive_response = False
         self._path_response: bytes | None = None
+        #: The encoded repeat of a challenge in the packet being built, if any.
+        self._repeated_challenge: bytes | None = None
+        #: The challenge we last answered and when: see _on_challenge.
+        self._answered: tuple[bytes, float] | None = None
         self._credit_all = False
         self._close: Close | None = None
         self._close_sent = False
@@ -552,13 +559,27 @@ class Session:
             case Close(code, reason):
                 self._terminate(code, reason, by_peer=True)
             case PathChallenge(data):
-                self._path_response = data
-                return True
+                self._on_challenge(data, now=now)
             case PathResponse(data):
                 self._paths.on_response(data)
             case _:
                 raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, f"unexpected {type(cmd).__name__}")
         return True
+
+    def _on_challenge(self, data: bytes, *, now: float) -> None:
+        """Answer a PATH_CHALLENGE, each one at most once per round trip.
+
+        The server repeats its challenge in every packet to an unvalidated address, and
+        until validation it may send only three times what it received: answering every
+        copy would make each answer buy three more challenges, a packet storm that grows
+        within one round trip. Once per round trip still outlives lost answers.
+        """
+        if self._answered is not None:
+            answered, at = self._answered
+            if answered == data and now - at < self._rtt.smoothed:
+                return
+        self._answered = (data, now)
+        self._path_response = data
 
     def _on_start(self, cmd: Start, *, now: float) -> None:
         if not self.is_server:
@@ -687,9 +708,10 @@ class Session:
         return backoff(base, self._pto_count, cap=self.config.probe_backoff_cap)
 
     def _validation_timeout(self) -> float:
-        return self.config.path_validation_ptos * self._rtt.pto(
-            max_ack_delay=self.config.max_ack_delay
-        )
+        # RFC 9000 §8.2.4's floor: a busy path or a loaded peer must not look dead, or
+        # the server flips back and forth between the old and the new address.
+        pto = self._rtt.pto(max_ack_delay=self.config.max_ack_delay)
+        return max(self.config.path_validation_ptos * pto, _MIN_VALIDATION_TIMEOUT)
 
     def _pto_at(self) -> float | None:
         inflight = self._inflight
@@ -717,7 +739,7 @@ class Session:
             return None
         # A server that may not send to an unvalidated address yet has nothing to do until
         # that address sends more (or validates): waking up for ACKs would spin.
-        blocked = self.is_server and self._paths.allowance() < OVERHEAD + INNER_PREFIX + _MIN_ROOM
+        blocked = self._send_limit() is None
         candidates = [
             None if blocked else self._ack_at,
             self._inflight.loss_at,
@@ -848,10 +870,14 @@ class Session:
         """Unordered control records due now, in priority order, within ``room``."""
         records: list[bytes] = []
         cmds: list[Command] = []
+        repeat: PathChallenge | None = None
         if self.is_server:
             challenge = self._paths.challenge_to_send()
             if challenge is not None:
-                cmds.append(PathChallenge(challenge[0]))
+                challenge_cmd = PathChallenge(challenge[0])
+                cmds.append(challenge_cmd)
+                if not challenge[2]:
+                    repeat = challenge_cmd
         if self._path_response is not None:
             cmds.append(PathResponse(self._path_response))
             self._path_response = None
@@ -865,12 +891,15 @@ class Session:
             cmds.extend(self._credits(targets))
         elif self.channels.credit_dirty or self._credit_all:
             cmds.extend(self._credits(None))
+        self._repeated_challenge = None
         for cmd in cmds:
             encoded = encode_record(self._unordered(encode_command(cmd)))
             if len(encoded) > room:
                 break
             records.append(encoded)
             room -= len(encoded)
+            if cmd is repeat:
+                self._repeated_challenge = encoded
         return records
 
     def _ack_targets(self, now: float) -> list[int]:
@@ -953,13 +982,28 @@ class Session:
             self.channels.credit_dirty.clear()
         return credits
 
+    def _send_limit(self) -> int | None:
+        """Largest datagram we may send now; None while the anti-amplification limit blocks.
+
+        To an unvalidated client address the server sends only full packets, except for
+        the first copy of a challenge. Tiny packets that each buy an ACK, which buys three
+        times its size in more tiny packets, would snowball into a storm of ACKs and
+        fragments within one round trip.
+        """
+        size = self.config.packet_size
+        if not self.is_server:
+            return size
+        allowance = self._paths.allowance()
+        if allowance >= size:
+            return size
+        if self._paths.challenge_pending and allowance >= OVERHEAD + INNER_PREFIX + _MIN_ROOM:
+            return allowance
+        return None
+
     def _build_packet(self, *, now: float) -> bytes | None:
-        size_limit = self.config.packet_size
-        if self.is_server:
-            allowance = self._paths.allowance()
-            size_limit = min(size_limit, allowance)
-            if size_limit < OVERHEAD + INNER_PREFIX + _MIN_ROOM:
-                return None
+        size_limit = self._send_limit()
+        if size_limit is None:
+            return None
         room = size_limit - OVERHEAD - INNER_PREFIX
         records = self._control_records(now=now, room=room)
         room -= sum(len(r) for r in records)
@@ -980,11 +1024,11 @@ class Session:
             # Nothing left to retransmit: a keep-alive request makes the probe answerable.
             records.append(encode_record(self._unordered(encode_command(KeepAlive()))))
             eliciting = True
-        if not records:
-            return None
+        if not records or records == [self._repeated_challenge]:
+            return None  # a repeated challenge rides along; alone it would spin (see path.py)
         if eliciting and self._probes_due > 0:
             self._probes_due -= 1
-        datagram = self._seal(records, now=now)
+        datagram = self._seal(records, now=now, size=size_limit)
         size = len(datagram)
         counter = self._protector.next_counter - 1
         if eliciting:
@@ -1108,8 +1152,9 @@ class Session:
             )
         )
 
-    def _seal(self, records: list[bytes], *, now: float) -> bytes:
-        pad_to = self.config.packet_size - OVERHEAD if self.config.pad_packets else 0
+    def _seal(self, records: list[bytes], *, now: float, size: int | None = None) -> bytes:
+        size = self.config.packet_size if size is None else size
+        pad_to = size - OVERHEAD if self.config.pad_packets else 0
         inner = encode_inner(records, pad_to=pad_to)
         datagram = self._protector.seal(inner, now=now)
         self.packets_sent += 1

@@ -721,45 +721,52 @@ class SessionManager:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._heard.wait(), remaining)
 
-    def _in_trouble(self) -> bool:
+    def _in_trouble(self) -> float | None:
+        """None when in trouble; otherwise how long until it is worth looking again."""
         driver = self._driver
         if driver is None or driver.closed or driver.session.state is State.OUTAGE:
-            return True
-        return self.transport == "udp" and self._udp_silent(driver)
+            return None
+        if self.transport != "udp":
+            return 1.0
+        return self._udp_silent_in(driver)
 
-    def _udp_silent(self, driver: SessionDriver) -> bool:
-        """Data is waiting for answers, yet UDP has been silent for ``udp_timeout``.
+    def _udp_silent_in(self, driver: SessionDriver) -> float | None:
+        """Seconds until UDP counts as silent while data waits for answers (None: it does).
 
         The session only declares an outage after 10 s of silence (a lossy link has
         quiet spells); a blocked UDP port should move to TCP sooner than that.
         """
         heard = self._heard_at.get("udp")
+        if heard is None:
+            return 1.0
         now = driver.now()
-        if heard is None or now - heard < _UDP_SILENCE:
-            return False
         stats = driver.session.stats(now=now)
         # On a very lossy link quiet spells are normal: stretch the patience with the
         # measured loss so 90 % loss over UDP is not mistaken for a blocked port; and
         # never judge faster than a few round trips (a slow or loaded path).
         patience = max(_UDP_SILENCE, 4 * stats.rtt_smoothed)
-        if now - heard < min(10.0, patience / (1 - min(stats.loss_estimate, 0.85))):
-            return False
+        left = heard + min(10.0, patience / (1 - min(stats.loss_estimate, 0.85))) - now
+        if left > 0:
+            return left
         if stats.bytes_in_flight > 0:
-            return True
+            return None
         # Receiving a download leaves nothing of ours in flight: a channel that was busy
         # a moment ago and went quiet counts too. Idle channels (an ssh session waiting
         # for a key press) do not, so they cause no probing.
         busy = max((c.last_activity for c in stats.channels), default=-1e9)
-        return now - busy < _UDP_BUSY_WINDOW
+        return None if now - busy < _UDP_BUSY_WINDOW else 1.0
 
     async def _wait_trouble(self, timeout: float | None) -> bool:  # noqa: ASYNC109
         """Wait for an outage, a lost TCP connection or the session's end; False on timeout."""
         self._trouble.clear()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while not self._in_trouble():
-            # Wake at least every second to watch for silent UDP (see _udp_silent).
-            wait = 1.0 if deadline is None else min(1.0, deadline - loop.time())
+        while (recheck := self._in_trouble()) is not None:
+            # Wake exactly when UDP would count as silent (at most a second apart): the
+            # time to notice a blocked port adds straight to the time to fall back.
+            wait = min(1.0, max(0.02, recheck))
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
             if wait <= 0:
                 return False
             try:
@@ -802,8 +809,6 @@ class SessionManager:
             await self._wait_trouble(None)  # healthy: until an outage or the end
             if self._driver is None or self._driver.closed:
                 return
-            # Our address may have changed (Wi-Fi to LTE, an address removed): a connected
-            # UDP socket keeps the old source, so open a fresh one before anything else.
             # Maybe only our last packets were lost: ask on the same socket first (set_peer
             # sends a keep-alive), then on a fresh one (our address may have changed:
             # Wi-Fi to LTE, an address removed; a connected socket keeps the old source).
@@ -812,9 +817,17 @@ class SessionManager:
             if await self._wait_heard("udp", loop.time(), probe_wait):
                 return
             await self._reopen_udp()
-            if await self._wait_heard("udp", loop.time(), probe_wait):
-                return
-        if await self._try_tcp():
+            # Connect TCP meanwhile, so a blocked UDP port costs no extra round trip.
+            connecting = asyncio.create_task(self._connect_tcp())
+            try:
+                if await self._wait_heard("udp", loop.time(), probe_wait):
+                    await self._discard(connecting)
+                    return
+                if await self._try_tcp(connecting):
+                    return
+            finally:
+                connecting.cancel()  # only matters if we were cancelled meanwhile
+        elif await self._try_tcp(asyncio.create_task(self._connect_tcp())):
             return
         self._use(self.udp_path)
         if await self._server_restarted():
@@ -864,26 +877,50 @@ class SessionManager:
         self._use(self.udp_path)
         self.note("udp-reopened", "new UDP socket (address change or silence)")
 
-    async def _try_tcp(self) -> bool:
+    async def _connect_tcp(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A TCP connection to the server's packet port, or None (logged) if it fails."""
         creds = self._credentials
         if creds is None or self._server_ip is None:
-            return False
-        loop = asyncio.get_running_loop()
-        await self._close_tcp()
+            return None
         try:
-            reader, writer = await asyncio.wait_for(
+            return await asyncio.wait_for(
                 asyncio.open_connection(self._server_ip, creds.tcp_port), 10.0
             )
         except (OSError, TimeoutError) as exc:
             log.info("TCP fallback to port %d failed: %s", creds.tcp_port, _describe(exc))
+            return None
+
+    @staticmethod
+    async def _discard(
+        connecting: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None],
+    ) -> None:
+        """Drop a TCP connection made in case UDP would not come back."""
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            connection = await connecting
+            if connection is not None:
+                connection[1].close()
+
+    async def _try_tcp(
+        self, connecting: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None]
+    ) -> bool:
+        """Move the session to the TCP connection ``connecting`` makes, if the server answers."""
+        await self._close_tcp()
+        connection = await connecting
+        if connection is None:
             return False
+        reader, writer = connection
+        loop = asyncio.get_running_loop()
         self._tcp_n += 1
         self._tcp_writer = writer
         self._tcp_task = asyncio.create_task(self._read_tcp(self._tcp_n, reader))
         started = loop.time()
         self._use(("tcp", self._tcp_n))
         if await self._wait_heard("tcp", started, self.udp_timeout):
-            log.warning("UDP gets no answer; using the TCP fallback (port %d)", creds.tcp_port)
+            assert self._credentials is not None
+            log.warning(
+                "UDP gets no answer; using the TCP fallback (port %d)", self._credentials.tcp_port
+            )
             self.transport = "tcp"
             return True
         await self._close_tcp()

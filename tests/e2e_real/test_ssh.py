@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shlex
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -23,24 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.sshd_support import ssh_options, sshd_argv, sshd_missing, write_sshd_config
+
 from .conftest import RESIP_PROXY, Process, ServerHandle, free_tcp_port, running
 
-SSHD = Path("/usr/sbin/sshd")
 SIZE = 20 << 20
 
 
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: sshd only logs in as the user it runs as, and must run as root"
-    if not SSHD.is_file():
-        return f"{SSHD} not installed (apt-get install openssh-server; scripts/install-test-deps)"
-    for tool in ("ssh", "scp", "ssh-keygen"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (apt-get install openssh-client)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+pytestmark = pytest.mark.skipif(sshd_missing() is not None, reason=sshd_missing() or "")
 
 
 def _banner(port: int) -> bool:
@@ -64,71 +52,18 @@ class Sshd:
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[Sshd]:
     """sshd -D -e with a throwaway config, host key and authorized user key."""
-    directory = tmp_path / "sshd"
-    directory.mkdir()
-    host_key = directory / "host_ed25519"
-    user_key = directory / "user_ed25519"
-    for key in (host_key, user_key):
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "resip-e2e", "-f", str(key)],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    authorized = directory / "authorized_keys"
-    authorized.write_text(user_key.with_suffix(".pub").read_text())
     port = free_tcp_port()
-    config = directory / "sshd_config"
-    config.write_text(
-        f"""\
-ListenAddress 127.0.0.1:{port}
-HostKey {host_key}
-PidFile none
-UsePAM no
-StrictModes no
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-AuthorizedKeysFile {authorized}
-# scp uses the SFTP protocol since OpenSSH 9.0.
-Subsystem sftp internal-sftp
-LogLevel VERBOSE
-"""
-    )
-    # sshd refuses to start without its compiled-in privilege separation directory, which
-    # only the distribution's service unit creates.
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    argv = [str(SSHD), "-f", str(config), "-D", "-e"]
+    config, user_key = write_sshd_config(tmp_path / "sshd", f"127.0.0.1:{port}")
+    argv = sshd_argv(config)
     with running(argv, tmp_path / "sshd.log", what="sshd") as proc:
         proc.wait_for(lambda: _banner(port), f"sshd banner on port {port}")
         yield Sshd(proc, port, user_key)
 
 
 def _ssh_options(sshd: Sshd, client_config: Path) -> list[str]:
-    proxy_command = shlex.join(
-        [*RESIP_PROXY, "connect", "%h", "%p", "--config", str(client_config)]
+    return ssh_options(
+        sshd.key, [*RESIP_PROXY, "connect", "%h", "%p", "--config", str(client_config)]
     )
-    return [
-        "-F",
-        "/dev/null",  # no user or system ssh_config can change what is tested
-        "-o",
-        f"ProxyCommand={proxy_command}",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "ConnectTimeout=30",
-        "-o",
-        "LogLevel=ERROR",
-        "-i",
-        str(sshd.key),
-    ]
 
 
 def _run(argv: list[str], sshd: Sshd, server: ServerHandle) -> str:

@@ -21,12 +21,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.sshd_support import ssh_options, sshd_argv, sshd_missing, write_sshd_config
 
 NETLAB = Path(__file__).resolve().parents[2] / "scripts" / "netlab"
 BLOB_SIZE = 20 << 20
@@ -121,6 +123,14 @@ class Download:
             assert time.monotonic() < deadline, f"only {self.size()} bytes after {timeout} s"
             time.sleep(0.1)
 
+    def wait_exit(self, timeout: float) -> bool:
+        """Whether curl ended within ``timeout`` seconds."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def stderr(self) -> str:
         return self.proc.stderr.read() if self.proc.stderr and self.proc.poll() is not None else ""
 
@@ -148,6 +158,54 @@ class Download:
 
 _digests: dict[str, str] = {}
 
+SSHD_PORT = 2222
+
+
+class SshSession:
+    """``ssh ... sh`` from the client namespace, ProxyCommand ``resip-proxy connect``.
+
+    Lines written to it are shell commands run on the server side; their output is
+    collected with arrival times, like a log.
+    """
+
+    def __init__(self, stack: Stack, user_key: Path) -> None:
+        proxy_command = [sys.executable, "-m", "resip_proxy.cli", "connect", "%h", "%p",
+                         "--config", str(stack.workdir / "proxy.toml")]  # fmt: skip
+        self.errors = stack.workdir / "ssh.stderr"
+        with self.errors.open("w") as errors:  # the child keeps its own descriptor
+            self.proc = stack.lab.popen(
+                "client",
+                ["ssh", *ssh_options(user_key, proxy_command), "-p", str(SSHD_PORT),
+                 "root@127.0.0.1", "sh"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                text=True, bufsize=1,
+            )  # fmt: skip
+        self.output = LogTail(self.proc.stdout)
+
+    def send(self, command: str) -> float:
+        """Type ``command``; returns when (monotonic) it was written."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return time.monotonic()
+
+    def expect(self, pattern: str, timeout: float, after: float = 0.0) -> float:
+        """Wait for an output line matching ``pattern``; returns its arrival time."""
+        at = self.output.wait_for(pattern, timeout, after)
+        assert at is not None, (
+            f"no {pattern!r} from ssh within {timeout} s (ssh exit {self.proc.poll()})\n"
+            f"output: {self.output.text()[-500:]}\nstderr: {self.errors.read_text()[-2000:]}"
+        )
+        return at
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        self.output.close()
+
 
 class Stack:
     """The lab plus the server, proxy and HTTP server running in it."""
@@ -159,6 +217,7 @@ class Stack:
         self.server_log = server_log
         self._proxy_log: LogTail | None = None
         self._n = 0
+        self._closers: list[Callable[[], None]] = []
 
     @property
     def proxy_log(self) -> LogTail:
@@ -173,12 +232,27 @@ class Stack:
         return started
 
     def close_logs(self) -> None:
+        for close in self._closers:
+            close()
         for log in (self._proxy_log, self.server_log):
             if log is not None:
                 log.close()
 
     def reset(self) -> None:
         self.lab.reset()
+
+    def ssh(self) -> SshSession:
+        """A real sshd in the server namespace and an ssh session to it through ResIP."""
+        reason = sshd_missing()
+        if reason is not None:
+            pytest.skip(f"ssh lab test {reason}")
+        config, user_key = write_sshd_config(self.workdir / "sshd", f"127.0.0.1:{SSHD_PORT}")
+        with (self.workdir / "sshd.log").open("w") as sshd_log:
+            self.lab.popen("server", sshd_argv(config), stdout=subprocess.DEVNULL, stderr=sshd_log)
+        _wait_tcp(self.lab, "server", "127.0.0.1", SSHD_PORT, 15)
+        session = SshSession(self, user_key)
+        self._closers.append(session.close)
+        return session
 
     def download(self, max_time: float = 120, *, small: bool = False) -> Download:
         """Start fetching the 20 MiB file (or the 8 MiB one with ``small``)."""
@@ -239,7 +313,7 @@ def start_proxy(lab: Any, work: Path, uri: str) -> LogTail:
     proxy = lab.popen(
         "client",
         [sys.executable, "-m", "resip_proxy.cli", "run", "--config", str(proxy_config),
-         "--listen", PROXY],
+         "--listen", PROXY, "--control-socket", str(work / "proxy.sock")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     log = LogTail(proxy.stderr)
@@ -248,22 +322,54 @@ def start_proxy(lab: Any, work: Path, uri: str) -> LogTail:
     return log
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item, so a fixture can tell that its test failed."""
+    report = yield
+    setattr(item, f"lab_report_{report.when}", report)
+    return report
+
+
+def _diagnose(st: Stack) -> str:
+    """What a failed lab test leaves behind: the proxy's status snapshot and log tails."""
+    parts = []
+    if st._proxy_log is not None:
+        status = st.lab.run_in(
+            "client", [sys.executable, "-m", "resip_proxy.cli", "status", "--json",
+             "--control-socket", str(st.workdir / "proxy.sock")],
+            check=False, timeout=20,
+        )  # fmt: skip
+        parts.append(f"--- resip-proxy status --json\n{status.stdout}{status.stderr}")
+        (st.workdir / "proxy.log").write_text(st._proxy_log.text())
+        parts.append(f"--- proxy log tail\n{st._proxy_log.text()[-6000:]}")
+    (st.workdir / "server.log").write_text(st.server_log.text())
+    parts.append(f"--- server log tail\n{st.server_log.text()[-6000:]}")
+    parts.append(f"--- full logs in {st.workdir}")
+    with contextlib.suppress(Exception):
+        parts.append(f"--- relay stats\n{json.dumps(st.lab.stats())}")
+    return "\n".join(parts)
+
+
 @pytest.fixture
-def stack(www: Path, tmp_path: Path) -> Iterator[Stack]:
+def stack(www: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
     """A fresh lab per test, so no test inherits another's transport or address state."""
-    with _make_stack(www, tmp_path, with_proxy=True) as st:
+    with _make_stack(www, tmp_path, with_proxy=True, request=request) as st:
         yield st
 
 
 @pytest.fixture
-def stack_without_proxy(www: Path, tmp_path: Path) -> Iterator[Stack]:
+def stack_without_proxy(
+    www: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     """Like ``stack``, but the test starts the proxy (``stack.start_proxy()``) itself."""
-    with _make_stack(www, tmp_path, with_proxy=False) as st:
+    with _make_stack(www, tmp_path, with_proxy=False, request=request) as st:
         yield st
 
 
 @contextlib.contextmanager
-def _make_stack(www: Path, work: Path, *, with_proxy: bool) -> Iterator[Stack]:
+def _make_stack(
+    www: Path, work: Path, *, with_proxy: bool, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     with netlab.Lab(seed=7) as lab:
         init = subprocess.run(
             [sys.executable, "-m", "resip.server.cli", "init", "--dir", str(work / "srv"),
@@ -296,6 +402,10 @@ def _make_stack(www: Path, work: Path, *, with_proxy: bool) -> Iterator[Stack]:
             st.start_proxy()
         try:
             yield st
+            report = getattr(request.node, "lab_report_call", None)
+            if report is not None and report.failed:
+                # stderr of a fixture teardown is shown with the failure in the CI log
+                sys.stderr.write(_diagnose(st) + "\n")
         finally:
             lab.close()  # stops the processes, so the log threads see EOF
             st.close_logs()

@@ -192,6 +192,33 @@ def test_port_rebinding_and_address_changes_are_followed() -> None:
     assert changes, "the server never followed the client"
 
 
+def test_nat_rebinding_with_old_mapping_alive_causes_no_packet_storm() -> None:
+    """Regression (lab, 5 % loss): a NAT rebinding mid-download once set off a storm.
+
+    Every packet to the unvalidated address repeated the challenge, packets holding only
+    that challenge went out back to back, and the client answered each copy: thousands
+    of tiny packets per round trip that starved a real proxy of CPU. One answer per
+    challenge per round trip, and no packets that carry nothing but a repeat.
+    """
+    seed = 55
+    link = LinkSpec(delay=0.05, rate_bps=20e6, queue_bytes=64 * 1024, loss=0.05)
+    pair = SessionPair.create(seed=seed, link=link)
+    pair.sim.trace_enabled = True
+    transfer = Transfer.start(pair, up=1000, down=8 * MIB, seed=seed)
+    # The client now sends from a new public address, yet the old mapping still delivers.
+    pair.sim.bounce("client", [("10.200.1.77", 40001), CLIENT_ADDR], start=2.0, every=1e9)
+    transfer.run(limit=60.0)
+    transfer.assert_exact(seed)
+    changes = [e for e in pair.server.events if isinstance(e, ev.PathChanged)]
+    assert len(changes) == 1, changes  # validated at once: no flapping back and forth
+    window = [r for r in pair.sim.trace if 2.0 <= r.time < 3.0 and r.fate == "sent"]
+    from_server = sum(1 for r in window if r.src == SERVER_ADDR)
+    from_client = len(window) - from_server
+    full_packets_per_second = 20e6 / 8 / 1200
+    assert from_server < 1.2 * full_packets_per_second, from_server
+    assert from_client < from_server, (from_client, from_server)
+
+
 def test_bouncing_between_three_addresses() -> None:
     seed = 52
     pair = SessionPair.create(seed=seed, link=LINK)
