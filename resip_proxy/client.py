@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import ipaddress
 import logging
@@ -89,6 +90,13 @@ _RECREATE_BACKOFF_CAP = 30.0
 _UDP_SILENCE = 1.5
 #: How long a probe (same socket, then a fresh one) gets to be answered before TCP.
 _UDP_REOPEN_WAIT = 0.75
+#: The TCP fallback silent this long while data waits: its connection is probably
+#: dead (our address changed); TCP's own retransmissions may take this long on a bad link.
+_TCP_SILENCE = 5.0
+#: How long a TCP fallback connection may take to be established.
+_TCP_CONNECT_TIMEOUT = 10.0
+#: Send errors that mean the UDP socket itself is unusable (its source address vanished).
+_DEAD_SOCKET_ERRNOS = frozenset({errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EINVAL})
 #: A channel active this recently makes UDP silence suspicious.
 _UDP_BUSY_WINDOW = 5.0
 
@@ -372,8 +380,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._manager._received(data, "udp")
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the session treats silence as loss.
+        # ICMP port unreachable and the like: the session treats silence as loss. But a
+        # socket that cannot even send (its address is gone) needs replacing.
         log.debug("UDP error: %s", exc)
+        if isinstance(exc, OSError) and exc.errno in _DEAD_SOCKET_ERRNOS:
+            self._manager._on_udp_dead()
 
 
 class SessionManager:
@@ -406,6 +417,12 @@ class SessionManager:
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self._heard_at: dict[Transport, float | None] = {"udp": None, "tcp": None}
+        #: The UDP socket reported it cannot send at all (see _UdpProtocol.error_received).
+        self._udp_failed = False
+        #: The transport of the packet being processed.
+        self._receiving_via: Transport = "udp"
+        #: While on the TCP fallback: when to try UDP again (event loop time).
+        self._udp_retry_at = 0.0
         self._heard = asyncio.Event()
         self._trouble = asyncio.Event()
         self._connected = asyncio.Event()
@@ -469,8 +486,16 @@ class SessionManager:
                 "switched to the TCP fallback" if value == "tcp" else "back on UDP",
             )
 
+    def _on_udp_dead(self) -> None:
+        """The UDP socket cannot send (its address is gone): wake whoever waits."""
+        self._udp_failed = True
+        if self.transport == "udp":
+            self._trouble.set()
+        self._heard.set()
+
     def note(self, kind: str, text: str) -> None:
         """Append one entry to :attr:`event_log` (status views show it; never secrets)."""
+        log.debug("%s: %s", kind, text)
         self.event_log.append((time.monotonic(), kind, text))
 
     @property
@@ -662,6 +687,7 @@ class SessionManager:
         session = driver.session
         before = session.packets_received
         path: Hashable = ("tcp", self._tcp_n) if via == "tcp" else self.udp_path
+        self._receiving_via = via  # for the events this packet may raise
         driver.datagram_received(data, path)
         if session.packets_received != before:
             self._heard_at[via] = driver.now()
@@ -670,8 +696,9 @@ class SessionManager:
     def _on_event(self, event: ev.Event) -> None:
         match event:
             case ev.SessionConnected():
-                log.info("connected to the server over %s", self.transport.upper())
-                self.note("connected", f"connected over {self.transport.upper()}")
+                via = self._receiving_via.upper()
+                log.info("connected to the server over %s", via)
+                self.note("connected", f"connected over {via}")
                 self._connected.set()
             case ev.OutageStarted():
                 log.warning("no answer from the server: outage")
@@ -706,8 +733,18 @@ class SessionManager:
         driver.session.set_peer(path)
         driver.flush()
 
-    async def _wait_heard(self, via: Transport, after: float, timeout: float) -> bool:  # noqa: ASYNC109
-        """Whether an authenticated packet arrives over ``via`` (at or after ``after``)."""
+    async def _wait_heard(
+        self,
+        via: Transport,
+        after: float,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        until_udp_dead: bool = False,
+    ) -> bool:
+        """Whether an authenticated packet arrives over ``via`` (at or after ``after``).
+
+        With ``until_udp_dead`` the wait also ends (False) once the UDP socket cannot send.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -716,6 +753,8 @@ class SessionManager:
                 return True
             remaining = deadline - loop.time()
             if remaining <= 0 or self._driver is None or self._driver.closed:
+                return False
+            if until_udp_dead and self._udp_failed:
                 return False
             self._heard.clear()
             with contextlib.suppress(TimeoutError):
@@ -726,26 +765,33 @@ class SessionManager:
         driver = self._driver
         if driver is None or driver.closed or driver.session.state is State.OUTAGE:
             return None
-        if self.transport != "udp":
-            return 1.0
-        return self._udp_silent_in(driver)
+        if self.transport == "udp" and self._udp_failed:
+            return None
+        return self._silent_in(driver)
 
-    def _udp_silent_in(self, driver: SessionDriver) -> float | None:
-        """Seconds until UDP counts as silent while data waits for answers (None: it does).
+    def _silent_in(self, driver: SessionDriver) -> float | None:
+        """Seconds until the transport counts as silent while data waits (None: it does).
 
         The session only declares an outage after 10 s of silence (a lossy link has
-        quiet spells); a blocked UDP port should move to TCP sooner than that.
+        quiet spells); a blocked UDP port, or a TCP connection whose local address
+        vanished (the laptop changed networks; TCP would retry for minutes), should be
+        left sooner than that.
         """
-        heard = self._heard_at.get("udp")
+        heard = self._heard_at.get(self.transport)
         if heard is None:
             return 1.0
         now = driver.now()
         stats = driver.session.stats(now=now)
-        # On a very lossy link quiet spells are normal: stretch the patience with the
-        # measured loss so 90 % loss over UDP is not mistaken for a blocked port; and
-        # never judge faster than a few round trips (a slow or loaded path).
-        patience = max(_UDP_SILENCE, 4 * stats.rtt_smoothed)
-        left = heard + min(10.0, patience / (1 - min(stats.loss_estimate, 0.85))) - now
+        if self.transport == "udp":
+            # On a very lossy link quiet spells are normal: stretch the patience with the
+            # measured loss so 90 % loss over UDP is not mistaken for a blocked port; and
+            # never judge faster than a few round trips (a slow or loaded path).
+            patience = max(_UDP_SILENCE, 4 * stats.rtt_smoothed)
+            patience = min(10.0, patience / (1 - min(stats.loss_estimate, 0.85)))
+        else:
+            # TCP hides loss behind its own retransmissions, which back off: allow those.
+            patience = max(_TCP_SILENCE, 8 * stats.rtt_smoothed)
+        left = heard + patience - now
         if left > 0:
             return left
         if stats.bytes_in_flight > 0:
@@ -804,29 +850,28 @@ class SessionManager:
 
     async def _udp_phase(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._udp_failed:
+            await self._reopen_udp()  # it cannot send at all: its address is gone
         self._use(self.udp_path)
         if await self._wait_heard("udp", loop.time(), self.udp_timeout):
             await self._wait_trouble(None)  # healthy: until an outage or the end
             if self._driver is None or self._driver.closed:
                 return
-            # Maybe only our last packets were lost: ask on the same socket first (set_peer
-            # sends a keep-alive), then on a fresh one (our address may have changed:
-            # Wi-Fi to LTE, an address removed; a connected socket keeps the old source).
-            probe_wait = self._probe_wait()
-            self._use(self.udp_path)
-            if await self._wait_heard("udp", loop.time(), probe_wait):
+            log.debug("UDP silent or an outage: probing")
+            if not self._udp_failed:
+                # Maybe only our last packets were lost: ask on the same socket first
+                # (set_peer sends a keep-alive).
+                self._use(self.udp_path)
+                if await self._wait_heard("udp", loop.time(), self._probe_wait()):
+                    return
+        # Whatever answers from here on (UDP coming back by itself included) ends the wait.
+        attempts = loop.time()
+        if self._heard_at["udp"] is not None or self._udp_failed:
+            # UDP worked once: our address may have changed (Wi-Fi to LTE, an address
+            # removed), and a connected socket keeps its old source. A fresh socket races
+            # a TCP connection.
+            if await self._fresh_udp_or_tcp():
                 return
-            await self._reopen_udp()
-            # Connect TCP meanwhile, so a blocked UDP port costs no extra round trip.
-            connecting = asyncio.create_task(self._connect_tcp())
-            try:
-                if await self._wait_heard("udp", loop.time(), probe_wait):
-                    await self._discard(connecting)
-                    return
-                if await self._try_tcp(connecting):
-                    return
-            finally:
-                connecting.cancel()  # only matters if we were cancelled meanwhile
         elif await self._try_tcp(asyncio.create_task(self._connect_tcp())):
             return
         self._use(self.udp_path)
@@ -835,15 +880,69 @@ class SessionManager:
             return
         # Nothing answers: the session keeps probing on its own (capped backoff);
         # look again after a while, or as soon as something changes.
-        await self._wait_heard("udp", loop.time(), self.udp_retry)
+        log.debug("neither UDP nor TCP answers; waiting")
+        await self._wait_heard("udp", attempts, self.udp_retry, until_udp_dead=True)
+
+    async def _fresh_udp_or_tcp(self) -> bool:
+        """A fresh UDP socket against a new TCP connection: True once either carries us.
+
+        UDP wins if it answers within a few round trips; TCP only once it is connected
+        and UDP has had three round trips (0.3 s at least), so a working UDP path is not
+        given up for a TCP handshake that merely finished first.
+        """
+        loop = asyncio.get_running_loop()
+        await self._reopen_udp()
+        started = loop.time()
+        probe_wait = self._probe_wait()
+        connecting = asyncio.create_task(self._connect_tcp())
+        try:
+            heard = await self._wait_heard_or(connecting, started, probe_wait)
+            if not heard:
+                # TCP is up (or failed): UDP keeps three round trips (or its whole probe).
+                tcp_up = connecting.done() and connecting.result() is not None
+                budget = min(probe_wait, max(0.3, 3 * self._srtt())) if tcp_up else probe_wait
+                left = budget - (loop.time() - started)
+                heard = left > 0 and await self._wait_heard("udp", started, left)
+            if not heard and not connecting.done():
+                # TCP still connecting (its SYNs may be lost too): take whichever comes.
+                heard = await self._wait_heard_or(connecting, started, _TCP_CONNECT_TIMEOUT)
+            if heard:
+                await self._discard(connecting)
+                return True
+            return await self._try_tcp(connecting)
+        finally:
+            connecting.cancel()  # only matters if we were cancelled meanwhile
+
+    async def _wait_heard_or(
+        self,
+        task: asyncio.Task[Any],
+        after: float,
+        timeout: float,  # noqa: ASYNC109
+    ) -> bool:
+        """Like ``_wait_heard("udp", ...)``, but also stop early once ``task`` is done."""
+        waiter = asyncio.create_task(self._wait_heard("udp", after, timeout))
+        try:
+            await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        at = self._heard_at["udp"]
+        return at is not None and at >= after
 
     async def _tcp_phase(self) -> None:
         loop = asyncio.get_running_loop()
-        if await self._wait_trouble(self.udp_retry):
+        if await self._wait_trouble(max(0.0, self._udp_retry_at - loop.time())):
+            task = self._tcp_task
+            if task is not None and not task.done():
+                # Silent, not closed: maybe just quiet (a download that ended). Ask first.
+                self._use(("tcp", self._tcp_n))
+                if await self._wait_heard("tcp", loop.time(), self._probe_wait()):
+                    return
             log.info("TCP fallback lost or silent; trying UDP again")
             await self._close_tcp()
             self.transport = "udp"
             return
+        if self._udp_failed:
+            await self._reopen_udp()  # its address is gone: the retry needs a new socket
         self._use(self.udp_path)
         if await self._wait_heard("udp", loop.time(), self.udp_timeout):
             log.info("UDP works again; leaving the TCP fallback")
@@ -851,14 +950,17 @@ class SessionManager:
             await self._close_tcp()
             return
         self._use(("tcp", self._tcp_n))
+        self._udp_retry_at = loop.time() + self.udp_retry
 
-    def _probe_wait(self) -> float:
-        """How long a UDP probe gets to be answered: a few round trips, at least 0.75 s."""
+    def _srtt(self) -> float:
         driver = self._driver
         if driver is None:
             return _UDP_REOPEN_WAIT
-        srtt = driver.session.stats(now=driver.now()).rtt_smoothed
-        return max(_UDP_REOPEN_WAIT, 3 * srtt)
+        return driver.session.stats(now=driver.now()).rtt_smoothed
+
+    def _probe_wait(self) -> float:
+        """How long a UDP probe gets to be answered: a few round trips, at least 0.75 s."""
+        return max(_UDP_REOPEN_WAIT, 3 * self._srtt())
 
     async def _reopen_udp(self) -> None:
         """Replace the UDP socket (new local address and port)."""
@@ -872,6 +974,7 @@ class SessionManager:
             return
         enlarge_buffers(transport)
         old, self._udp = self._udp, transport
+        self._udp_failed = False
         if old is not None:
             old.close()
         self._use(self.udp_path)
@@ -884,7 +987,7 @@ class SessionManager:
             return None
         try:
             return await asyncio.wait_for(
-                asyncio.open_connection(self._server_ip, creds.tcp_port), 10.0
+                asyncio.open_connection(self._server_ip, creds.tcp_port), _TCP_CONNECT_TIMEOUT
             )
         except (OSError, TimeoutError) as exc:
             log.info("TCP fallback to port %d failed: %s", creds.tcp_port, _describe(exc))
@@ -922,6 +1025,7 @@ class SessionManager:
                 "UDP gets no answer; using the TCP fallback (port %d)", self._credentials.tcp_port
             )
             self.transport = "tcp"
+            self._udp_retry_at = loop.time() + self.udp_retry
             return True
         await self._close_tcp()
         return False
@@ -982,7 +1086,8 @@ class SessionManager:
         except ClientError as exc:
             log.warning("cannot create a new session: %s", exc)
             return False
-        if credentials.udp_port != self.udp_path[1] and self._udp is not None:
+        stale = credentials.udp_port != self.udp_path[1] or self._udp_failed
+        if stale and self._udp is not None:
             self._udp.close()
             loop = asyncio.get_running_loop()
             try:
@@ -991,6 +1096,7 @@ class SessionManager:
                     remote_addr=(self.udp_path[0], credentials.udp_port),
                 )
                 enlarge_buffers(self._udp)
+                self._udp_failed = False
             except OSError as exc:
                 log.warning("cannot open a UDP socket to the server: %s", exc)
                 self._udp = None

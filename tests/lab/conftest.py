@@ -15,11 +15,9 @@ import importlib.machinery
 import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from resip.testing import labstack
+from resip.testing.labstack import LogTail, wait_tcp
 from tests.sshd_support import ssh_options, sshd_argv, sshd_missing, write_sshd_config
 
 NETLAB = Path(__file__).resolve().parents[2] / "scripts" / "netlab"
@@ -37,6 +37,8 @@ BLOB_SIZE = 20 << 20
 SMALL_SIZE = 8 << 20
 HTTP_PORT = 8080
 PROXY = "127.0.0.1:1080"
+#: RESIP_LAB_VERBOSE=1: the proxy and ssh's ProxyCommand log every transport decision.
+VERBOSE = os.environ.get("RESIP_LAB_VERBOSE") == "1"
 
 
 def load_netlab() -> ModuleType:
@@ -51,47 +53,6 @@ def load_netlab() -> ModuleType:
 
 
 netlab = load_netlab()
-
-
-class LogTail:
-    """Collects a process's stderr lines with arrival times (a thread reads the pipe)."""
-
-    def __init__(self, stream: Any) -> None:
-        self.lines: list[tuple[float, str]] = []
-        self._cond = threading.Condition()
-        self._stream = stream
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for line in self._stream:
-            with self._cond:
-                self.lines.append((time.monotonic(), line.rstrip("\n")))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float, after: float = 0.0) -> float | None:
-        """Arrival time of the first line matching ``pattern`` at or after ``after``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for at, line in self.lines:
-                    if at >= after and regex.search(line):
-                        return at
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._thread.is_alive():
-                    return None
-                self._cond.wait(remaining)
-
-    def text(self) -> str:
-        with self._cond:
-            return "\n".join(line for _, line in self.lines)
-
-    def close(self) -> None:
-        self._thread.join(5)
-        self._stream.close()
 
 
 class Download:
@@ -170,7 +131,8 @@ class SshSession:
 
     def __init__(self, stack: Stack, user_key: Path) -> None:
         proxy_command = [sys.executable, "-m", "resip_proxy.cli", "connect", "%h", "%p",
-                         "--config", str(stack.workdir / "proxy.toml")]  # fmt: skip
+                         "--config", str(stack.workdir / "proxy.toml"),
+                         *(["--verbose"] if VERBOSE else [])]  # fmt: skip
         self.errors = stack.workdir / "ssh.stderr"
         with self.errors.open("w") as errors:  # the child keeps its own descriptor
             self.proc = stack.lab.popen(
@@ -262,18 +224,9 @@ class Stack:
 
 
 def _wait_tcp(lab: Any, where: str, host: str, port: int, timeout: float) -> None:
-    code = (
-        "import socket, sys, time\n"
-        f"deadline = time.monotonic() + {timeout}\n"
-        "while True:\n"
-        "    try:\n"
-        f"        socket.create_connection(({host!r}, {port}), 1).close(); break\n"
-        "    except OSError:\n"
-        "        if time.monotonic() > deadline: sys.exit(1)\n"
-        "        time.sleep(0.1)\n"
+    assert wait_tcp(lab, where, host, port, timeout), (
+        f"{host}:{port} not listening in {where} after {timeout} s"
     )
-    result = lab.run_in(where, [sys.executable, "-c", code], check=False, timeout=timeout + 5)
-    assert result.returncode == 0, f"{host}:{port} not listening in {where} after {timeout} s"
 
 
 def record(request: pytest.FixtureRequest, **values: Any) -> None:
@@ -304,22 +257,13 @@ def www(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def start_proxy(lab: Any, work: Path, uri: str) -> LogTail:
     """``resip-proxy init`` + ``run`` in the client namespace; its stderr, once ready."""
-    proxy_config = work / "proxy.toml"
-    if not proxy_config.exists():
-        subprocess.run(
-            [sys.executable, "-m", "resip_proxy.cli", "init", uri, "--config", str(proxy_config)],
-            capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-    proxy = lab.popen(
-        "client",
-        [sys.executable, "-m", "resip_proxy.cli", "run", "--config", str(proxy_config),
-         "--listen", PROXY, "--control-socket", str(work / "proxy.sock")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    log = LogTail(proxy.stderr)
-    if log.wait_for("proxy ready", 30) is None:
-        pytest.fail(f"resip-proxy did not start:\n{log.text()}")
-    return log
+    try:
+        proxy = labstack.start_proxy(
+            lab, work, uri, listen=PROXY, control_socket=work / "proxy.sock", verbose=VERBOSE
+        )
+    except labstack.LabStackError as exc:
+        pytest.fail(str(exc))
+    return proxy.log
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -371,32 +315,13 @@ def _make_stack(
     www: Path, work: Path, *, with_proxy: bool, request: pytest.FixtureRequest
 ) -> Iterator[Stack]:
     with netlab.Lab(seed=7) as lab:
-        init = subprocess.run(
-            [sys.executable, "-m", "resip.server.cli", "init", "--dir", str(work / "srv"),
-             "--public-host", lab.server_addr],
-            capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-        uri = init.stdout.strip().splitlines()[-1]
-        config = work / "srv" / "config.toml"
-        text = config.read_text()
         # The target is the server namespace's own loopback HTTP server: open it in the ACL.
-        text = text.replace(
-            "rules = []", f'rules = ["allow 127.0.0.0/8", "allow {lab.server_addr}/32"]'
+        setup = labstack.init_server(
+            work, lab.server_addr, ["127.0.0.0/8", f"{lab.server_addr}/32"]
         )
-        config.write_text(text)
-        server = lab.popen(
-            "server", [sys.executable, "-m", "resip.server.cli", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        server_log = LogTail(server.stderr)
-        lab.popen(
-            "server",
-            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
-             str(www), str(HTTP_PORT)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        _wait_tcp(lab, "server", "127.0.0.1", HTTP_PORT, 15)
-        _wait_tcp(lab, "client", lab.server_addr, 31265, 15)
+        server_log = labstack.start_server(lab, setup.config)
+        labstack.start_http_server(lab, www, bind="127.0.0.1", port=HTTP_PORT)
+        uri = setup.uri
         st = Stack(lab, work, uri, server_log)
         if with_proxy:
             st.start_proxy()
