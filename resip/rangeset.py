@@ -109,6 +109,13 @@ class RangeSet:
         """Total number of integers covered."""
         return sum(e - s + 1 for s, e in zip(self._starts, self._ends, strict=True))
 
+    def count_from(self, value: int) -> int:
+        """How many numbers ``>= value`` the set holds."""
+        i = bisect_left(self._ends, value)
+        return sum(
+            e - max(s, value) + 1 for s, e in zip(self._starts[i:], self._ends[i:], strict=True)
+        )
+
     @property
     def first(self) -> int | None:
         """Smallest number in the set, or None if empty."""

@@ -89,6 +89,9 @@ TERMINATE_PROTOCOL_ERROR = 10
 _UNLIMITED = 1 << 62
 #: Smallest room worth starting another record in.
 _MIN_ROOM = 24
+#: Counters looked at by receive_loss, and how many it needs to say anything.
+_RECEIVE_LOSS_SPAN = 1024
+_RECEIVE_LOSS_MIN_SPAN = 16
 #: Shortest wait for a new client address to answer its challenge (RFC 9000 §8.2.4:
 #: six times the initial RTT of 333 ms).
 _MIN_VALIDATION_TIMEOUT = 2.0
@@ -142,6 +145,8 @@ class SessionStats:
     rtt_smoothed: float
     rtt_min: float
     loss_estimate: float
+    #: Share of the peer's last packets (up to 1024) that did not arrive.
+    receive_loss: float
     pacing_rate: float
     cwnd: int
     bytes_in_flight: int
@@ -1167,6 +1172,23 @@ class Session:
 
     # ------------------------------------------------------------------ stats
 
+    def receive_loss(self) -> float:
+        """Share of the peer's last packets (up to 1024 counters) that did not arrive.
+
+        The send-side estimate only learns from our own ack-eliciting packets; a client
+        receiving a download sends few, so this is how it tells a very lossy path (some
+        packets still arrive) from a blocked one (none do).
+        """
+        top = self._largest_received
+        first = self._received_counters.first
+        if top < 0 or first is None:
+            return 0.0
+        low = max(first, top - _RECEIVE_LOSS_SPAN + 1)
+        span = top - low + 1
+        if span < _RECEIVE_LOSS_MIN_SPAN:
+            return 0.0  # too few packets to judge
+        return max(0.0, 1.0 - self._received_counters.count_from(low) / span)
+
     def stats(self, *, now: float) -> SessionStats:
         """A frozen snapshot of counters and estimates."""
         peer = self.peer
@@ -1179,6 +1201,7 @@ class Session:
             rtt_smoothed=self._rtt.smoothed,
             rtt_min=self._rtt.min_rtt if self._rtt.has_sample else 0.0,
             loss_estimate=self._cc.loss_estimate,
+            receive_loss=self.receive_loss(),
             pacing_rate=self._cc.pacing_rate,
             cwnd=self._cc.cwnd,
             bytes_in_flight=self._inflight.bytes,

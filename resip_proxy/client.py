@@ -786,8 +786,10 @@ class SessionManager:
             # On a very lossy link quiet spells are normal: stretch the patience with the
             # measured loss so 90 % loss over UDP is not mistaken for a blocked port; and
             # never judge faster than a few round trips (a slow or loaded path).
+            # Loss either way counts: a download's client sends little of its own.
+            loss = max(stats.loss_estimate, stats.receive_loss)
             patience = max(_UDP_SILENCE, 4 * stats.rtt_smoothed)
-            patience = min(10.0, patience / (1 - min(stats.loss_estimate, 0.85)))
+            patience = min(10.0, patience / (1 - min(loss, 0.85)))
         else:
             # TCP hides loss behind its own retransmissions, which back off: allow those.
             patience = max(_TCP_SILENCE, 8 * stats.rtt_smoothed)

@@ -235,6 +235,7 @@ def build_snapshot(
             "min": round(stats.rtt_min * 1000, 3),
         },
         "loss": round(stats.loss_estimate, 6),
+        "loss_in": round(stats.receive_loss, 6),
         "send_rate_bps": round(stats.pacing_rate * 8, 1),
         "bytes": {"sent": stats.bytes_sent, "received": stats.bytes_received},
         "packets": {"sent": stats.packets_sent, "received": stats.packets_received},

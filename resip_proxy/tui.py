@@ -132,7 +132,10 @@ def _header(snapshot: Mapping[str, Any], history: RateHistory | None, error: str
         )
         grid.add_row(
             Text(f"RTT {rtt['smoothed']:.1f} ms (min {rtt['min']:.1f})"),
-            Text(f"loss {float(session['loss']):.1%}"),
+            Text(
+                f"loss {float(session['loss']):.1%} out"
+                + (f", {float(session['loss_in']):.1%} in" if "loss_in" in session else "")
+            ),
             Text(f"up {format_rate(up)}  down {format_rate(down)}"),
         )
         grid.add_row(

@@ -73,6 +73,8 @@ windows, short scenarios) about 6. All processes share the machine's cores with 
 (Python, as are resip-server and resip-proxy), so ResIP's goodput is partly CPU-bound:
 a busy machine lowers it, and only ResIP's.
 
+``RESIP_LAB_VERBOSE=1`` makes resip-proxy log every transport decision (see ``--logs``).
+
 Usage::
 
     sudo scripts/install-bench-deps      # kcptun, iperf3, curl (apt) + matplotlib (.venv)
@@ -244,6 +246,7 @@ class Resip(System):
             listen=PROXY_LISTEN,
             control_socket=bench.workdir / "proxy.sock",
             timeout=60,
+            verbose=os.environ.get("RESIP_LAB_VERBOSE") == "1",
         )
         self.sessions += 1
 

@@ -115,6 +115,7 @@ def admin_snapshot(source: AdminSource, *, now: float, uptime: float) -> dict[st
                     "min": round(stats.rtt_min * 1000, 3),
                 },
                 "loss": round(stats.loss_estimate, 6),
+                "loss_in": round(stats.receive_loss, 6),
                 "last_packet_age_s": None if last is None else round(max(0.0, now - last), 3),
                 "bytes": {"sent": stats.bytes_sent, "received": stats.bytes_received},
                 "retransmissions": stats.retransmissions,

@@ -154,6 +154,19 @@ def test_blackhole_of_73_hours_survives() -> None:
     assert_resumed_quickly(pair, end=end, probe_cap=30.0, seed=seed)
 
 
+def test_receive_loss_shows_a_downloads_losses_on_the_client() -> None:
+    """The client's send-side estimate barely learns from a download; receive_loss does."""
+    seed = 43
+    lossy_down = LinkSpec(delay=0.025, rate_bps=20e6, queue_bytes=128 * 1024, loss=0.3)
+    pair = SessionPair.create(seed=seed, link=LINK, reverse=lossy_down)
+    transfer = Transfer.start(pair, up=1000, down=2 * MIB, seed=seed)
+    transfer.run(limit=60.0)
+    transfer.assert_exact(seed)
+    stats = pair.client.session.stats(now=pair.sim.now)
+    assert 0.2 < stats.receive_loss < 0.4, stats.receive_loss
+    assert stats.loss_estimate < 0.1  # what the client itself sends hardly suffers
+
+
 def test_idle_limit_terminates_both_sides_cleanly() -> None:
     config = SessionConfig(idle_timeout=120.0, keepalive_interval=15.0)
     pair = SessionPair.create(seed=41, link=LINK, client_config=config, server_config=config)

@@ -108,6 +108,7 @@ def sample_snapshot(channels: list[dict[str, Any]] | None = None, **session: Any
         "last_packet_age_s": 0.2,
         "rtt_ms": {"smoothed": 42.5, "min": 30.0},
         "loss": 0.125,
+        "loss_in": 0.25,
         "send_rate_bps": 8_000_000.0,
         "bytes": {"sent": 3 << 20, "received": 5 << 20},
         "packets": {"sent": 3000, "received": 5000},

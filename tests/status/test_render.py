@@ -30,7 +30,7 @@ def test_header_shows_state_server_transport_rtt_loss_and_rates() -> None:
     assert "vpn.example.net" in out
     assert "transport UDP" in out
     assert "RTT 42.5 ms (min 30.0)" in out
-    assert "loss 12.5%" in out
+    assert "loss 12.5% out, 25.0% in" in out
     assert "up 1.0 Mbit/s" in out  # 125,000 bytes in 1 s
     assert "down 0 bit/s" in out
     assert "retx 17" in out

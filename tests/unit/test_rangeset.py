@@ -146,6 +146,8 @@ class RangeSetMachine(RuleBasedStateMachine):
             assert end + 1 < start  # disjoint and not touching
         assert covered == self.ref
         assert self.rs.count() == len(self.ref)
+        for probe in (-1, 0, 7, 50, 10_000):
+            assert self.rs.count_from(probe) == sum(1 for v in self.ref if v >= probe)
         assert len(self.rs) == len(ranges)
         assert self.rs.first == (min(self.ref) if self.ref else None)
         assert self.rs.last == (max(self.ref) if self.ref else None)
