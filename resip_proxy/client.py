@@ -13,9 +13,11 @@ and the :class:`~resip.aio.driver.SessionDriver` that runs it:
   is a :class:`ClientError` with a one-line message; the API key and the session
   secret are never logged.
 - Transports: UDP first. If nothing authenticated arrives over UDP within
-  ``udp_timeout`` (3 s) of starting, or the session reports an outage, the manager
-  opens the TCP fallback (PROTOCOL.md §8) and points the session there; while on TCP
-  it retries UDP every ``udp_retry`` (30 s) and keeps whichever answers.
+  ``udp_timeout`` (3 s) of starting, the manager opens the TCP fallback (PROTOCOL.md
+  §8) and points the session there; while on TCP it retries UDP every ``udp_retry``
+  (30 s) and keeps whichever answers. Later trouble (silence while data waits, an
+  outage, a socket whose address vanished) is met with a probe on the same socket,
+  then a fresh UDP socket racing a new TCP connection (docs/ARCHITECTURE.md §8).
 - Server restart: when neither transport gets an answer, ``GET /v1/info`` tells
   whether the server restarted (``server_start`` changed). Then the session is gone:
   every open channel is terminated (applications see their sockets closed) and a new
@@ -84,11 +86,11 @@ _TCP_BUFFER_LIMIT = 1 << 20
 _API_TIMEOUT = 15.0
 #: Longest wait between attempts to re-create a session the server lost.
 _RECREATE_BACKOFF_CAP = 30.0
-#: UDP silent this long while data flows: look for another way (seconds). With two
-#: 0.75-second probes and a TCP connect this moves a blocked session to the fallback
-#: in about 3.5 s, inside the 5 s promise even on a loaded machine.
+#: UDP silent this long while data flows: look for another way (seconds). With a
+#: 0.75-second probe and a fresh socket racing TCP this moves a blocked session to the
+#: fallback in about 2.5 s, inside the 5 s promise even on a loaded machine.
 _UDP_SILENCE = 1.5
-#: How long a probe (same socket, then a fresh one) gets to be answered before TCP.
+#: How long a probe (same socket, then a fresh one) gets to be answered, at least.
 _UDP_REOPEN_WAIT = 0.75
 #: The TCP fallback silent this long while data waits: its connection is probably
 #: dead (our address changed); TCP's own retransmissions may take this long on a bad link.
