@@ -84,6 +84,12 @@ class Download:
             assert time.monotonic() < deadline, f"only {self.size()} bytes after {timeout} s"
             time.sleep(0.1)
 
+    def close(self) -> None:
+        """Close curl's stderr pipe (the lab has stopped curl by now)."""
+        if self.proc.stderr is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stderr.close()
+
     def wait_exit(self, timeout: float) -> bool:
         """Whether curl ended within ``timeout`` seconds."""
         try:
@@ -220,7 +226,10 @@ class Stack:
         """Start fetching the 20 MiB file (or the 8 MiB one with ``small``)."""
         self._n += 1
         name = "small" if small else "blob"
-        return Download(self, self.workdir / f"out-{self._n}", max_time, name)
+        download = Download(self, self.workdir / f"out-{self._n}", max_time, name)
+        # A test that fails mid-download must not leak curl's stderr pipe into later tests.
+        self._closers.append(download.close)
+        return download
 
 
 def _wait_tcp(lab: Any, where: str, host: str, port: int, timeout: float) -> None:
