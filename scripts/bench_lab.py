@@ -86,8 +86,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.machinery
-import importlib.util
 import json
 import math
 import os
@@ -100,7 +98,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,18 +131,7 @@ ADDRESS_CHANGE_BYTES = 256 << 10
 FIRST_BYTE_TIMEOUT = 30.0
 
 
-def load_netlab() -> ModuleType:
-    """``scripts/netlab`` as a module (it has no .py suffix: it is a command)."""
-    loader = importlib.machinery.SourceFileLoader("resip_netlab", str(NETLAB))
-    spec = importlib.util.spec_from_loader("resip_netlab", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["resip_netlab"] = module
-    loader.exec_module(module)
-    return module
-
-
-netlab = load_netlab()
+netlab = labstack.load_netlab(NETLAB)
 
 
 # -- the systems -----------------------------------------------------------------------------

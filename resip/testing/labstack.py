@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import importlib.machinery
+import importlib.util
 import logging
 import math
 import os
@@ -38,6 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any, Protocol
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "Proxy",
     "ServerSetup",
     "init_server",
+    "load_netlab",
     "start_http_server",
     "start_proxy",
     "start_server",
@@ -61,6 +65,18 @@ log = logging.getLogger(__name__)
 
 #: The HTTPS API port ``resip-server init`` writes into the config by default.
 API_PORT = 31265
+
+
+def load_netlab(path: Path) -> ModuleType:
+    """``scripts/netlab`` (at ``path``) as a module: it has no .py suffix, being a command."""
+    loader = importlib.machinery.SourceFileLoader("resip_netlab", str(path))
+    spec = importlib.util.spec_from_loader("resip_netlab", loader)
+    if spec is None:
+        raise LabStackError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["resip_netlab"] = module
+    loader.exec_module(module)
+    return module
 
 
 class LabStackError(RuntimeError):

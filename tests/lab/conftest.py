@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
@@ -21,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -41,18 +38,7 @@ PROXY = "127.0.0.1:1080"
 VERBOSE = os.environ.get("RESIP_LAB_VERBOSE") == "1"
 
 
-def load_netlab() -> ModuleType:
-    """``scripts/netlab`` as a module (it has no .py suffix: it is a command)."""
-    loader = importlib.machinery.SourceFileLoader("resip_netlab", str(NETLAB))
-    spec = importlib.util.spec_from_loader("resip_netlab", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["resip_netlab"] = module
-    loader.exec_module(module)
-    return module
-
-
-netlab = load_netlab()
+netlab = labstack.load_netlab(NETLAB)
 
 
 class Download:
