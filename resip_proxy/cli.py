@@ -130,12 +130,12 @@ def simulate(
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="Client config file [default: ~/.config/resip/proxy.toml]."
+        "--config", "-c", help="Client config file (default: ~/.config/resip/proxy.toml)."
     ),
 ]
 ListenOption = Annotated[
     str | None,
-    typer.Option("--listen", "-l", help="Proxy address HOST:PORT [default: 127.0.0.1:1080]."),
+    typer.Option("--listen", "-l", help="Proxy address HOST:PORT (default: 127.0.0.1:1080)."),
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 ControlSocketOption = Annotated[
@@ -362,14 +362,13 @@ def demo(
     control_socket: ControlSocketOption = None,
 ) -> None:
     """Embedded server + proxy on loopback with throwaway keys; shows what to try."""
-    from resip.enrol import format_uri
     from resip.server.acl import Acl
     from resip.server.app import ResipServer
     from resip.server.config import init_server
     from resip_proxy.client import SessionManager
-    from resip_proxy.config import parse_listen
+    from resip_proxy.config import ClientConfig, parse_listen, write_client_config
 
-    _setup_logging(logging.DEBUG if verbose else logging.WARNING)
+    _setup_logging(logging.DEBUG if verbose else logging.INFO)  # as `run` does
     try:
         address = parse_listen(listen) if listen else ("127.0.0.1", 1080)
     except ConfigError as exc:
@@ -391,10 +390,6 @@ def demo(
                     udp_port=server.udp_port,
                     tcp_port=server.tcp_port,
                 )
-                client_config = Path(tmp) / "proxy.toml"
-                from resip_proxy.config import init_client
-
-                init_client(format_uri(enrolment), client_config)
                 manager = SessionManager(enrolment)
                 try:
                     await manager.start()
@@ -402,6 +397,9 @@ def demo(
                     try:
                         host, port = frontend.address
                         proxy = f"{host}:{port}"
+                        # Written once bound, so the file names the port really listened on.
+                        client_config = Path(tmp) / "proxy.toml"
+                        write_client_config(ClientConfig(client_config, enrolment, (host, port)))
                         typer.echo(
                             f"ResIP demo: server on 127.0.0.1:{server.api_port} (API), "
                             f"{server.udp_port} (UDP/TCP); proxy on {proxy}"

@@ -40,6 +40,7 @@ from http import HTTPStatus
 from typing import Any, cast
 
 from resip import events as ev
+from resip.aio.backlog import listen_backlog
 from resip.errors import ResipError
 from resip.wire import Proto
 
@@ -128,7 +129,9 @@ class ProxyFrontend:
     async def start(self) -> None:
         """Start listening. Raises ``OSError`` if the address cannot be bound."""
         host, port = self._listen
-        self._server = await asyncio.start_server(self._handle, host, port)
+        self._server = await asyncio.start_server(
+            self._handle, host, port, backlog=listen_backlog()
+        )
         log.info("proxy listening on %s:%d (SOCKS5 and HTTP)", *self.address)
 
     async def close(self) -> None:
