@@ -317,7 +317,7 @@ class RateController:
         self._round_acked += 1
         if rtt.has_sample:
             self._min_rtt = rtt.windowed_min_rtt
-            self._round_min_rtt = min(self._round_min_rtt, rtt.latest)
+            self._round_min_rtt = min(self._round_min_rtt, rtt.latest_adjusted)
         if state.is_app_limited:
             self._round_app_limited = True
         if state.sent_time > self._first_sent_time:
@@ -438,7 +438,12 @@ class RateController:
             if round_rtt <= wmin + max(_NO_QUEUE_ABS, _NO_QUEUE_REL * wmin):
                 self._fold_loss(acked, lost)
             queued = round_rtt > _queue_threshold(wmin)
-            self._queue_rounds = self._queue_rounds + 1 if queued else 0
+            # An app-limited round neither proves nor disproves a queue of ours, and its
+            # delivery rate is what the application offered, not what the path passes:
+            # letting the guard cap the estimate with it decays an interactive session to
+            # min_rate, where one packet waits ~100 ms for the pacer.
+            if not app_limited:
+                self._queue_rounds = self._queue_rounds + 1 if queued else 0
 
         guard_fired = False
         if self._guard_cooldown:
@@ -518,29 +523,34 @@ class RateController:
 
 
 class Pacer:
-    """Token bucket with a small burst (``burst_packets`` packets or 2 ms worth, the larger).
+    """Token bucket with a small burst (``burst_packets`` full packets or 2 ms worth, the larger).
 
-    ``next_send_time`` does not change state; ``on_sent`` spends tokens. Tokens may go
-    negative if the caller sends early, so the long-run rate still equals the requested rate.
+    ``next_send_time`` does not change state; ``on_sent`` spends tokens. The bucket's size
+    is fixed by ``packet_size`` (the largest packet the caller sends), never by the size of
+    the packet asked about: a run of small packets must not shrink the burst until a full
+    one can never leave on time. Tokens may go negative when a packet larger than the
+    credit left is sent (the caller asks about the smallest packet it could send, so
+    pacing never delays a packet that fits), and the debt is repaid before the next one,
+    so the long-run rate still equals the requested rate.
     """
 
     BURST_TIME: Final = 0.002
 
-    __slots__ = ("_burst_packets", "_last", "_tokens")
+    __slots__ = ("_burst_bytes", "_last", "_tokens")
 
-    def __init__(self, *, burst_packets: int = 4) -> None:
+    def __init__(self, *, burst_packets: int = 4, packet_size: int = 1200) -> None:
         """Start with a full bucket."""
-        if burst_packets < 1:
-            raise ValueError("burst_packets must be at least 1")
-        self._burst_packets = burst_packets
+        if burst_packets < 1 or packet_size < 1:
+            raise ValueError("burst_packets and packet_size must be at least 1")
+        self._burst_bytes = burst_packets * packet_size
         self._tokens: float | None = None  # None: full bucket
         self._last = 0.0
 
-    def _burst(self, rate: float, size: int) -> float:
-        return max(self._burst_packets * size, rate * self.BURST_TIME)
+    def _burst(self, rate: float) -> float:
+        return max(self._burst_bytes, rate * self.BURST_TIME)
 
-    def _available(self, now: float, rate: float, size: int) -> float:
-        burst = self._burst(rate, size)
+    def _available(self, now: float, rate: float) -> float:
+        burst = self._burst(rate)
         if self._tokens is None:
             return burst
         return min(burst, self._tokens + max(now - self._last, 0.0) * rate)
@@ -549,7 +559,7 @@ class Pacer:
         """Earliest time a packet of ``size`` bytes may leave; ``<= now`` means send now."""
         if not rate > 0:
             raise ValueError("rate must be positive")
-        tokens = self._available(now, rate, size)
+        tokens = self._available(now, rate)
         if tokens >= size:
             return now
         return now + (size - tokens) / rate
@@ -558,5 +568,5 @@ class Pacer:
         """Spend ``size`` bytes of tokens for a packet sent at ``now``."""
         if not rate > 0:
             raise ValueError("rate must be positive")
-        self._tokens = self._available(now, rate, size) - size
+        self._tokens = self._available(now, rate) - size
         self._last = max(now, self._last)

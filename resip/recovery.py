@@ -48,6 +48,7 @@ class RttEstimator:
         "_wmin",
         "has_sample",
         "latest",
+        "latest_adjusted",
         "min_rtt",
         "rttvar",
         "smoothed",
@@ -61,6 +62,9 @@ class RttEstimator:
             raise ValueError("initial_rtt and min_rtt_window must be positive")
         self.has_sample = False
         self.latest = initial_rtt
+        #: ``latest`` less the peer's ACK delay (when that stays above ``min_rtt``): what
+        #: the path itself took, for judging queueing. A delayed ACK is not a queue.
+        self.latest_adjusted = initial_rtt
         self.smoothed = initial_rtt
         self.rttvar = initial_rtt / 2
         self.min_rtt = initial_rtt
@@ -91,6 +95,7 @@ class RttEstimator:
         if not self.has_sample:
             # RFC 9002 §5.3: the first sample initialises everything; ack_delay is ignored.
             self.has_sample = True
+            self.latest_adjusted = latest_rtt
             self.min_rtt = latest_rtt
             self.smoothed = latest_rtt
             self.rttvar = latest_rtt / 2
@@ -102,6 +107,7 @@ class RttEstimator:
         # over-reports its delay must not drive smoothed_rtt under the path's RTT (§5.3).
         if latest_rtt >= self.min_rtt + ack_delay:
             adjusted = latest_rtt - ack_delay
+        self.latest_adjusted = adjusted
         self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.smoothed - adjusted)
         self.smoothed = 0.875 * self.smoothed + 0.125 * adjusted
 

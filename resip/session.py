@@ -89,6 +89,10 @@ TERMINATE_PROTOCOL_ERROR = 10
 _UNLIMITED = 1 << 62
 #: Smallest room worth starting another record in.
 _MIN_ROOM = 24
+#: Session-wide send room that wakes the channels waiting for it.
+_ROOM_WAKE_BYTES = 64 * 1024
+#: Smallest ack-eliciting datagram: header, tag, inner prefix and one minimal record.
+_MIN_PACKET = OVERHEAD + INNER_PREFIX + _MIN_ROOM
 #: Counters looked at by receive_loss, and how many it needs to say anything.
 _RECEIVE_LOSS_SPAN = 1024
 _RECEIVE_LOSS_MIN_SPAN = 16
@@ -196,7 +200,7 @@ class Session:
         self._events: deque[ev.Event] = deque()
         self._rtt = RttEstimator()
         self._cc = RateController(config.congestion)
-        self._pacer = Pacer()
+        self._pacer = Pacer(packet_size=config.packet_size)
         self._inflight = InFlight()
         self._paths = PathManager(random_bytes)
         self._peer: Path | None = peer
@@ -212,6 +216,9 @@ class Session:
         )
         self._cmd.peer_credit = _UNLIMITED
         self._cmd_recv = self.channels.command_recv
+        #: Channels refused by the session-wide send budget, oldest first: each is woken
+        #: when room returns, whichever channel's data freed it (see _wake_room_waiters).
+        self._room_waiters: dict[int, None] = {}
         self.state = State.CONNECTING if not self.is_server else State.CONNECTED
         self._created_at = now
         self._last_received_at: float | None = None
@@ -315,10 +322,12 @@ class Session:
         channel = self._channel(channel_id)
         if channel.send.fin_requested:
             raise LocalProtocolError(f"channel {channel_id} was shut down for sending")
-        room = self.config.session_send_buffer - self.channels.buffered_total()
+        room = self._session_room()
         accepted = channel.send.write(data[: max(0, room)])
         if accepted < len(data):
             channel.want_writable = True
+            if accepted >= room:
+                self._room_waiters[channel_id] = None
         if accepted:
             self.channels.mark_ready(channel_id)
             channel.bytes_sent += accepted
@@ -340,8 +349,10 @@ class Session:
     def send_capacity(self, channel_id: int) -> int:
         """Stream bytes ``send`` would accept now."""
         channel = self._channel(channel_id)
-        room = self.config.session_send_buffer - self.channels.buffered_total()
-        return max(0, min(channel.send.capacity(), room))
+        return max(0, min(channel.send.capacity(), self._session_room()))
+
+    def _session_room(self) -> int:
+        return self.config.session_send_buffer - self.channels.buffered_total()
 
     def shutdown(self, channel_id: int, *, now: float) -> None:
         """Half-close: no more data from us on this channel (STOP once everything is sent)."""
@@ -359,6 +370,7 @@ class Session:
             return
         self._queue_command(Terminate(channel_id, code, reason), now=now)
         self.channels.retire(channel_id)
+        self._wake_room_waiters()
 
     def consume(self, channel_id: int, n: int) -> None:
         """The application passed ``n`` bytes of :class:`ChannelData` on (frees window)."""
@@ -638,6 +650,7 @@ class Session:
             self._ack_records(group.channel, group.ranges, now=now)
         for packet in inflight.detect_lost(now=now, loss_delay=self._rtt.loss_delay()):
             self._on_packet_lost(packet, now=now)
+        self._wake_room_waiters()
 
     def _ack_records(
         self, channel_id: int, ranges: tuple[tuple[int, int], ...], *, now: float
@@ -778,6 +791,7 @@ class Session:
                 self._events.append(ev.PathChanged(moved[0], moved[1]))
         if self._pacing_at is not None and now >= self._pacing_at:
             self._pacing_at = None
+        self._wake_room_waiters()  # stale datagrams may have been dropped
 
     def _on_probe_timeout(self, *, now: float) -> None:
         self._pto_count += 1
@@ -1062,9 +1076,9 @@ class Session:
         if self._inflight.bytes + self.config.packet_size > self._cc.cwnd:
             self._pacing_at = None
             return False
-        at = self._pacer.next_send_time(
-            now=now, rate=self._cc.pacing_rate, size=self.config.packet_size
-        )
+        # Asked about the smallest packet that could go: the one built may be small (an
+        # interactive exchange), and pacing must never hold back a packet that fits.
+        at = self._pacer.next_send_time(now=now, rate=self._cc.pacing_rate, size=_MIN_PACKET)
         if at > now:
             self._pacing_at = at
             return False
@@ -1141,9 +1155,36 @@ class Session:
         return room
 
     def _wake_writer(self, channel: Channel) -> None:
-        if channel.want_writable and channel.send.capacity() > 0:
-            channel.want_writable = False
-            self._events.append(ev.ChannelWritable(channel.channel_id))
+        if not channel.want_writable or channel.send.capacity() <= 0:
+            return
+        if self._session_room() <= 0:
+            self._room_waiters[channel.channel_id] = None
+            return
+        channel.want_writable = False
+        self._room_waiters.pop(channel.channel_id, None)
+        self._events.append(ev.ChannelWritable(channel.channel_id))
+
+    def _wake_room_waiters(self) -> None:
+        """Wake every channel waiting on the session-wide budget once enough room is back.
+
+        Room freed by one channel's ACKs belongs to all: a channel that was refused
+        before it had anything in flight gets no ACK of its own to wake it (issue 16:
+        under 100 parallel downloads such channels stalled forever). All waiters are
+        woken in the order they were refused; those refused again queue up behind the
+        others, which makes the budget round-robin. The threshold keeps the wake-ups
+        to one per ``_ROOM_WAKE_BYTES`` freed rather than one per ACK.
+        """
+        if not self._room_waiters:
+            return
+        room = self._session_room()
+        if room < min(_ROOM_WAKE_BYTES, self.config.session_send_buffer // 4):
+            return
+        waiters, self._room_waiters = self._room_waiters, {}
+        for channel_id in waiters:
+            channel = self.channels.get(channel_id)
+            if channel is not None and channel.want_writable and channel.send.capacity() > 0:
+                channel.want_writable = False
+                self._events.append(ev.ChannelWritable(channel_id))
 
     def _encode_out(self, channel_id: int, record: OutRecord) -> bytes:
         return encode_record(

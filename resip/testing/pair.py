@@ -2,8 +2,10 @@
 
 Each side is wrapped in a :class:`SimPeer`, a simulator endpoint that also plays
 the application: it drains session events after every input, consumes received
-data (so flow-control credit flows), keeps feeding queued outgoing bytes when
-a channel becomes writable, and on the server accepts every channel request
+data (so flow-control credit flows), feeds queued outgoing bytes only when the
+application writes or the session says the channel is writable (as a real
+socket splice does: retrying every channel after each event would hide a
+channel the session forgets to wake), and on the server accepts every channel request
 (or refuses it, if ``refuse`` says so). Tests then only describe *what* to
 send and check *what* arrived, typically by SHA-256 of each direction.
 """
@@ -102,9 +104,12 @@ class SimPeer:
         session = self.session
         if log is None or session.terminated or session.channels.get(channel_id) is None:
             return
-        if log.to_send:
-            n = session.send(channel_id, bytes(log.to_send[: 1 << 20]), now=now)
+        while log.to_send:
+            chunk = bytes(log.to_send[: 1 << 20])
+            n = session.send(channel_id, chunk, now=now)
             del log.to_send[:n]
+            if n < len(chunk):
+                break  # refused: the session wakes this channel with ChannelWritable
         if not log.to_send and log.shutdown_after_send and not log.shutdown_done:
             log.shutdown_done = True
             session.shutdown(channel_id, now=now)
@@ -130,6 +135,7 @@ class SimPeer:
                     if reason is None:
                         session.accept_channel(channel_id, now=now)
                         self.log(channel_id).started = True
+                        self._pump(channel_id, now)  # bytes queued before it existed here
                     else:
                         session.reset_channel(channel_id, 5, reason, now=now)
                 case ev.ChannelStarted(channel_id):
@@ -144,8 +150,6 @@ class SimPeer:
                     self.log(channel_id).terminated = (code, reason)
                 case _:
                     pass
-        for channel_id in list(self._pending):
-            self._pump(channel_id, now)
 
     def event_types(self) -> list[str]:
         """Names of the events seen so far, for assertions."""

@@ -295,3 +295,53 @@ def test_forged_and_truncated_packets_change_nothing() -> None:
     assert after.invalid_dropped - before.invalid_dropped >= len(forged)
     assert server.peer == CLIENT_ADDR
     assert not server.terminated
+
+
+def test_channels_refused_by_the_full_session_buffer_are_all_woken() -> None:
+    # Issue 16: 100 parallel downloads filled the session-wide send buffer; a channel
+    # refused before it had anything in flight was never woken, because only its own
+    # ACKs did that. The harness feeds a channel only on ChannelWritable, like a splice.
+    budget = 2 * MIB
+    pair = SessionPair.create(
+        seed=31,
+        link=LinkSpec(delay=0.005, rate_bps=100e6, queue_bytes=256 * 1024),
+        server_config=SessionConfig(session_send_buffer=budget),
+    )
+    sent: dict[int, bytes] = {}
+    for i in range(40):
+        channel = pair.open("198.51.100.8", 2000 + i)
+        pair.client.write(channel, b"GET", shutdown=True)
+        sent[channel] = payload(3100 + i, 256 * 1024)
+        pair.server.write(channel, sent[channel], shutdown=True)
+    pair.sim.run_until(60.0, stop=lambda: all(pair.client.log(c).ended for c in sent))
+    short = [c for c, data in sent.items() if len(pair.client.log(c).received) < len(data)]
+    assert not short, f"{len(short)} of {len(sent)} channels stalled"
+    for channel, data in sent.items():
+        assert sha(pair.client.log(channel).received) == sha(data)
+
+
+def _ping_pong(pair: SessionPair, channel: int) -> float:
+    start, sim = pair.sim.now, pair.sim
+    server_log, client_log = pair.server.log(channel), pair.client.log(channel)
+    want_server, want_client = len(server_log.received) + 100, len(client_log.received) + 100
+    pair.client.write(channel, b"p" * 100)
+    sim.run_for(5.0, stop=lambda: len(server_log.received) >= want_server)
+    pair.server.write(channel, b"q" * 100)
+    sim.run_for(5.0, stop=lambda: len(client_log.received) >= want_client)
+    return sim.now - start
+
+
+def test_ping_pong_after_spaced_pings_is_as_fast_as_on_a_fresh_session() -> None:
+    # Issue 16: delayed ACKs of spaced pings looked like queueing, the guard capped the
+    # estimate with the app-limited delivery rate, and the rate decayed to its floor.
+    pair = SessionPair.create(seed=32, link=LinkSpec(delay=0.0005))
+    channel = pair.open()
+    pair.sim.run_for(0.1)
+    fresh = sorted(_ping_pong(pair, channel) for _ in range(20))[10]
+    for _ in range(200):
+        _ping_pong(pair, channel)
+        pair.sim.run_for(0.05)
+    after = sorted(_ping_pong(pair, channel) for _ in range(20))[10]
+    assert after <= fresh + 0.001, f"fresh {fresh * 1000:.2f} ms, after {after * 1000:.2f} ms"
+    config = pair.client.session.config.congestion
+    assert pair.client.session.stats(now=pair.sim.now).pacing_rate >= config.initial_rate

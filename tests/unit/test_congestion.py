@@ -401,3 +401,15 @@ def test_pacer_rejects_non_positive_rate() -> None:
         Pacer().next_send_time(now=0.0, rate=0.0, size=SIZE)
     with pytest.raises(ValueError):
         Pacer(burst_packets=0)
+
+
+def test_pacer_small_packets_do_not_shrink_the_burst() -> None:
+    # Issue 16: the bucket was sized by the packet just sent, so after a run of small
+    # packets a full one waited a whole packet time (96 ms at the 12.5 kB/s floor).
+    pacer = Pacer(packet_size=SIZE)
+    rate, now = 12_500.0, 0.0
+    for _ in range(50):
+        assert pacer.next_send_time(now=now, rate=rate, size=SIZE) <= now
+        pacer.on_sent(now=now, rate=rate, size=56)
+        now += 0.05
+    assert pacer.next_send_time(now=now, rate=rate, size=SIZE) <= now
