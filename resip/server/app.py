@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from resip import events as ev
+from resip.aio.backlog import listen_backlog
 from resip.aio.driver import SessionDriver
 from resip.aio.streams import ChannelSplice
 from resip.aio.udp import enlarge_buffers
@@ -410,7 +411,7 @@ class ResipServer:
             port = int(transport.get_extra_info("sockname")[1])
             try:
                 self._tcp_server = await asyncio.start_server(
-                    self._on_tcp_connection, host, port, limit=READ_CHUNK
+                    self._on_tcp_connection, host, port, limit=READ_CHUNK, backlog=listen_backlog()
                 )
             except OSError as exc:
                 transport.close()
@@ -427,7 +428,9 @@ class ResipServer:
         )
         self._runner = web.AppRunner(api, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, cfg.api_port, ssl_context=tls)
+        site = web.TCPSite(
+            self._runner, host, cfg.api_port, ssl_context=tls, backlog=listen_backlog()
+        )
         try:
             await site.start()
         except OSError as exc:

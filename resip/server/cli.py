@@ -94,18 +94,12 @@ def run(
 
 async def _serve(cfg: ServerConfig) -> None:
     server = ResipServer(cfg)
-    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Before start(): a SIGTERM that arrives once the start-up is logged stops cleanly.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    logging.getLogger("resip.server").info(
-        "serving: API https://%s:%d, packets udp/tcp %s:%d",
-        cfg.listen_host,
-        server.api_port,
-        cfg.listen_host,
-        server.udp_port,
-    )
+    await server.start()  # logs the addresses it serves (once: not again here)
     try:
         await stop.wait()
     finally:

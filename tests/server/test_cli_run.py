@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +34,18 @@ def test_invalid_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "api_port: must be an integer" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+
+
+def accept_queue_limit(port: int) -> int:
+    """The backlog of the TCP listener on ``port`` (``ss``: Send-Q of a listening socket)."""
+    out = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=10, check=True
+    ).stdout
+    [line] = out.strip().splitlines()
+    return int(line.split()[2])
 
 
 def _free_port(kind: socket.SocketKind) -> int:
@@ -72,16 +85,23 @@ def test_runs_until_sigterm_and_exits_0(tmp_path: Path) -> None:
         seen = []
         for line in proc.stderr:
             seen.append(line)
-            if "serving:" in line:
+            if "listening: API https://" in line:
                 break
-        assert any("serving:" in line for line in seen), "".join(seen)
+        assert any("listening: API https://" in line for line in seen), "".join(seen)
         # Really listening: TCP on both ports.
         for port in (api_port, resip_port):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        if shutil.which("ss"):
+            # A burst of connections must not overflow asyncio's default queue of 100.
+            for port in (api_port, resip_port):
+                assert accept_queue_limit(port) == int(SOMAXCONN.read_text()), port
         proc.send_signal(signal.SIGTERM)
         rest = proc.stderr.read()
         assert proc.wait(timeout=15) == 0, rest
         assert "Traceback" not in rest
+        # The start-up is logged once (the CLI used to log it again after the server).
+        started = [line for line in seen + rest.splitlines() if f":{api_port}" in line]
+        assert len(started) == 1, "".join(seen) + rest
         assert config.api_key not in "".join(seen) + rest
     finally:
         if proc.poll() is None:
