@@ -6,7 +6,7 @@
 - ``connect HOST PORT`` joins stdin/stdout to one channel (an ssh ProxyCommand).
 - ``demo`` runs an embedded server and the proxy on loopback with throwaway keys.
 - ``status`` shows the running proxy's live status from its control socket
-  (``--once``: one frame, ``--json``: the snapshot; exit 1 if no proxy runs).
+  (``--once`` or no terminal: one frame, ``--json``: the snapshot; exit 1 if no proxy runs).
 - ``simulate`` runs the real session engine (both ends) through the shipped network
   simulator, so anyone can see what ResIP does on a link like theirs in seconds,
   without a server.
@@ -432,7 +432,10 @@ def status(
         bool, typer.Option("--json", help="Print the JSON snapshot and exit.")
     ] = False,
 ) -> None:
-    """Live status of the running proxy (q quits); see docs/STATUS.md."""
+    """Live status of the running proxy (q quits); see docs/STATUS.md.
+
+    Without a terminal on stdout it prints one frame and exits, as ``--once`` does.
+    """
     import json
 
     from rich.console import Console
@@ -443,7 +446,8 @@ def status(
     path = control_socket or default_socket_path()
     console = Console()
     try:
-        if as_json or once:
+        # A live view into a pipe (cron, ssh without -t) would show nothing and never end.
+        if as_json or once or not console.is_terminal:
             doc = asyncio.run(fetch_status(path))
             if as_json:
                 typer.echo(json.dumps(doc, indent=2))

@@ -34,7 +34,17 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from resip.terminal import watch_quit_key
+from resip.terminal import (
+    ALWAYS,
+    Column,
+    Field,
+    by_relevance,
+    channel_rank,
+    fit_table,
+    more_text,
+    pack_fields,
+    watch_quit_key,
+)
 
 __all__ = [
     "RateHistory",
@@ -46,9 +56,12 @@ __all__ = [
 ]
 
 _BLOCKS = " ▁▂▃▄▅▆▇█"
-#: Lines used by everything but the channel rows (panels, headers, totals).
-_FIXED_LINES = 22
+#: Lines of the sparkline panel (4) and the channel table's title, column names, rule
+#: and "+N more" line (4): all but the header, the channel rows and the events.
+_FIXED_LINES = 8
+_HEADER_LINES = 4
 _EVENT_LINES = 6
+_MAX_CHANNEL_ROWS = 50
 _STATE_STYLES = {
     "connected": "bold green",
     "roaming": "bold cyan",
@@ -111,57 +124,57 @@ class RateHistory:
         self.down.append(max(0, received - last[2]) * 8 / dt)
 
 
-def _header(snapshot: Mapping[str, Any], history: RateHistory | None, error: str | None) -> Panel:
+def _session_fields(session: Mapping[str, Any], history: RateHistory | None) -> list[Field]:
+    """The header's items in reading order; ``keep`` says which go last on a narrow terminal."""
+    state = str(session["state"])
+    rtt = session["rtt_ms"]
+    up = history.up[-1] if history is not None and history.up else 0.0
+    down = history.down[-1] if history is not None and history.down else 0.0
+    age = session.get("last_packet_age_s")
+    retx = int(session["retransmissions"])
+    packets = int(session.get("packets", {}).get("sent", 0))
+    # Retransmissions are what the sender did, not what the path lost: on loopback most
+    # are spurious (an ACK later than the loss timer), so they are never called loss.
+    share = f" ({retx / packets:.1%} of packets)" if packets else ""
+    return [
+        Field(Text(state.upper(), style=_STATE_STYLES.get(state, "bold")), ALWAYS),
+        Field(f"server {session['server']}", 90),
+        Field(f"transport {str(session['transport']).upper()}", 80),
+        Field(f"RTT {rtt['smoothed']:.1f} ms (min {rtt['min']:.1f})", 85),
+        Field(f"up {format_rate(up)}", 75),
+        Field(f"down {format_rate(down)}", 75),
+        # The share of the server's packets that never arrived: measured, not estimated.
+        Field(f"loss in {float(session.get('loss_in', 0.0)):.1%} (measured)", 70),
+        Field(f"retransmitted {retx:,} records{share}", 65),
+        Field(
+            f"sent {format_bytes(session['bytes']['sent'])}  "
+            f"received {format_bytes(session['bytes']['received'])}",
+            60,
+        ),
+        Field("last packet " + ("never" if age is None else f"{float(age):.1f} s ago"), 55),
+        Field(f"local {session.get('local_address') or '-'}", 45),
+        Field(f"pacing {format_rate(session['send_rate_bps'])}", 40),
+        Field(f"dup {session['duplicates']}", 35),
+        Field(f"session {session['session_id']}", 30),
+        Field(f"uptime {float(session['uptime_s']):.0f} s", 25),
+        Field(f"key epoch {session['key_epoch']}", 20),
+    ]
+
+
+def _header(
+    snapshot: Mapping[str, Any], history: RateHistory | None, error: str | None, width: int
+) -> tuple[Panel, int]:
+    """The header panel and its height in lines."""
     session = snapshot.get("session")
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column()
-    grid.add_column()
-    grid.add_column()
-    if not isinstance(session, Mapping):
-        body: RenderableType = Text("no session yet", style="bold blue")
+    if isinstance(session, Mapping):
+        # Panel borders and padding take 4 cells.
+        lines = pack_fields(_session_fields(session, history), width - 4, _HEADER_LINES)
     else:
-        state = str(session["state"])
-        rtt = session["rtt_ms"]
-        up = history.up[-1] if history is not None and history.up else 0.0
-        down = history.down[-1] if history is not None and history.down else 0.0
-        age = session.get("last_packet_age_s")
-        grid.add_row(
-            Text.assemble("state ", (state.upper(), _STATE_STYLES.get(state, "bold"))),
-            Text(f"server {session['server']}"),
-            Text(f"transport {str(session['transport']).upper()}"),
-        )
-        grid.add_row(
-            Text(f"RTT {rtt['smoothed']:.1f} ms (min {rtt['min']:.1f})"),
-            Text(
-                f"loss {float(session['loss']):.1%} out"
-                + (f", {float(session['loss_in']):.1%} in" if "loss_in" in session else "")
-            ),
-            Text(f"up {format_rate(up)}  down {format_rate(down)}"),
-        )
-        grid.add_row(
-            Text(
-                f"sent {format_bytes(session['bytes']['sent'])}  "
-                f"received {format_bytes(session['bytes']['received'])}"
-            ),
-            Text(f"retx {session['retransmissions']}  dup {session['duplicates']}"),
-            Text(
-                "last packet "
-                + ("never" if age is None else f"{float(age):.1f} s ago")
-                + f"  key epoch {session['key_epoch']}"
-            ),
-        )
-        grid.add_row(
-            Text(f"session {session['session_id']}"),
-            Text(f"local {session.get('local_address') or '-'}"),
-            Text(
-                f"up {float(session['uptime_s']):.0f} s  "
-                f"pacing {format_rate(session['send_rate_bps'])}"
-            ),
-        )
-        body = grid
+        lines = [Text("no session yet", style="bold blue")]
     if error:
-        body = Group(body, Text(error, style="bold red"))
-    return Panel(body, title=f"resip-proxy {snapshot.get('resip_version', '')}".strip())
+        lines.append(Text(error, style="bold red", no_wrap=True, overflow="ellipsis"))
+    title = f"resip-proxy {snapshot.get('resip_version', '')}".strip()
+    return Panel(Group(*lines), title=title), len(lines) + 2
 
 
 def _sparklines(history: RateHistory | None, width: int) -> Panel:
@@ -181,26 +194,19 @@ def _sparklines(history: RateHistory | None, width: int) -> Panel:
     return Panel(grid, title="throughput (peak at right)")
 
 
-def _activity_key(channel: Mapping[str, Any]) -> tuple[float, int]:
-    return (
-        float(channel["idle_s"]),
-        -(int(channel["bytes_sent"]) + int(channel["bytes_received"])),
-    )
-
-
-_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    # name, justify, the narrowest terminal that still shows it
-    ("id", "right", 0),
-    ("kind", "left", 100),
-    ("local peer", "left", 110),
-    ("target", "left", 0),
-    ("state", "left", 90),
-    ("sent", "right", 0),
-    ("received", "right", 0),
-    ("in flight", "right", 120),
-    ("retx", "right", 100),
-    ("age", "right", 120),
-    ("idle", "right", 0),
+_COLUMNS: tuple[Column, ...] = (
+    # Narrow terminals drop the least important columns rather than truncate them all.
+    Column("id", 58, "right"),
+    Column("kind", 20),
+    Column("local peer", 15, min_width=9),
+    Column("target", 95, min_width=12, shrink_keep=55),
+    Column("state", ALWAYS),
+    Column("sent", 70, "right"),
+    Column("received", 70, "right"),
+    Column("in flight", 25, "right"),
+    Column("retx", 30, "right"),
+    Column("age", 10, "right"),
+    Column("idle", 60, "right"),
 )
 
 
@@ -220,46 +226,41 @@ def _cells(ch: Mapping[str, Any]) -> dict[str, RenderableType]:
     }
 
 
-def _channels(channels: Sequence[Mapping[str, Any]], rows: int, width: int) -> Table:
-    shown = sorted(channels, key=_activity_key)[: max(0, rows)] if rows > 0 else []
-    table = Table(
-        title=f"channels ({len(channels):,})",
-        expand=True,
-        show_edge=False,
-        pad_edge=False,
-    )
-    # Narrow terminals drop the least important columns rather than truncate them all.
-    columns = [(name, justify) for name, justify, min_width in _COLUMNS if width >= min_width]
-    for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
-    for ch in shown:
-        cells = _cells(ch)
-        table.add_row(*(cells[name] for name, _ in columns))
+def _channels(channels: Sequence[Mapping[str, Any]], rows: int, width: int) -> Group:
+    ordered = sorted(channels, key=by_relevance)
+    rows = max(1, min(rows, _MAX_CHANNEL_ROWS))
+    shown, hidden = ordered[:rows], ordered[rows:]
+    active = sum(1 for ch in channels if channel_rank(ch) == 0)
+    title = f"channels ({len(channels):,}, {active:,} active)"
+    table = fit_table(_COLUMNS, [_cells(ch) for ch in shown], width, title=title)
     total_sent = sum(int(ch["bytes_sent"]) for ch in channels)
     total_received = sum(int(ch["bytes_received"]) for ch in channels)
     total_flight = sum(int(ch["in_flight"]) for ch in channels)
-    table.caption = (
-        f"total: {len(channels):,} channels ({len(shown):,} shown), "
-        f"sent {format_bytes(total_sent)}, received {format_bytes(total_received)}, "
-        f"in flight {format_bytes(total_flight)}"
-    )
-    table.caption_justify = "left"
-    return table
+    fields = [
+        Field(more_text(hidden) or f"{len(shown):,} shown", ALWAYS),
+        Field(f"total sent {format_bytes(total_sent)}", 50),
+        Field(f"received {format_bytes(total_received)}", 40),
+        Field(f"in flight {format_bytes(total_flight)}", 30),
+    ]
+    return Group(table, *pack_fields(fields, width, 1))
 
 
 def _events(events: Sequence[Mapping[str, Any]], now: float, lines: int) -> Panel:
-    text = Text()
-    newest = list(events)[-lines:][::-1]
-    for i, event in enumerate(newest):
+    newest = list(events)[-lines:][::-1] if lines > 0 else []
+    rows: list[Text] = []
+    for event in newest:
         ago = max(0.0, now - float(event["t"]))
-        if i:
-            text.append("\n")
-        text.append(f"{ago:7.1f}s ago ", style="dim")
-        text.append(f"{event['kind']:<14}", style="bold")
-        text.append(str(event["text"]))
-    if not newest:
-        text.append("no events yet", style="dim")
-    return Panel(text, title=f"events ({len(events)})")
+        # One line each (cut with an ellipsis): a wrapped event would push the frame
+        # past the terminal's height.
+        row = Text(no_wrap=True, overflow="ellipsis")
+        row.append(f"{ago:7.1f}s ago ", style="dim")
+        # A space after the padded kind: "channel-failed" is as long as the padding.
+        row.append(f"{event['kind']:<14} ", style="bold")
+        row.append(str(event["text"]))
+        rows.append(row)
+    if not rows:
+        rows.append(Text("no events yet", style="dim"))
+    return Panel(Group(*rows), title=f"events ({len(events)})")
 
 
 def render_status(
@@ -276,12 +277,15 @@ def render_status(
     """
     channels = snapshot.get("channels") or []
     events = snapshot.get("events") or []
-    rows = max(1, height - _FIXED_LINES)
+    header, header_lines = _header(snapshot, history, error, width)
+    # Fewer events on a short terminal; the channel rows take what is left.
+    event_lines = min(_EVENT_LINES, max(1, (height - 18) // 2))  # 3 at 24 lines, 6 from 30
+    rows = height - _FIXED_LINES - header_lines - 2 - event_lines
     return Group(
-        _header(snapshot, history, error),
+        header,
         _sparklines(history, width),
         _channels(channels, rows, width),
-        _events(events, float(snapshot.get("uptime_s", 0.0)), _EVENT_LINES),
+        _events(events, float(snapshot.get("uptime_s", 0.0)), event_lines),
     )
 
 

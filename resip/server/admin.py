@@ -31,7 +31,6 @@ from aiohttp import web
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
 from resip import __version__
@@ -40,7 +39,17 @@ from resip.server.endpoint import Endpoint
 from resip.server.http_api import FailureLimiter
 from resip.server.metrics import CONTENT_TYPE, ServerMetrics, render_metrics
 from resip.session import Session
-from resip.terminal import watch_quit_key
+from resip.terminal import (
+    ALWAYS,
+    Column,
+    Field,
+    by_relevance,
+    channel_rank,
+    fit_table,
+    more_text,
+    pack_fields,
+    watch_quit_key,
+)
 
 __all__ = [
     "AdminError",
@@ -118,6 +127,7 @@ def admin_snapshot(source: AdminSource, *, now: float, uptime: float) -> dict[st
                 "loss_in": round(stats.receive_loss, 6),
                 "last_packet_age_s": None if last is None else round(max(0.0, now - last), 3),
                 "bytes": {"sent": stats.bytes_sent, "received": stats.bytes_received},
+                "packets": {"sent": stats.packets_sent, "received": stats.packets_received},
                 "retransmissions": stats.retransmissions,
                 "outages": stats.outages,
                 "channels": [
@@ -256,59 +266,119 @@ def _bytes(n: float) -> str:
     return f"{value:.1f} TiB"
 
 
-def render_admin(
-    snapshot: Mapping[str, Any], *, height: int = 40, error: str | None = None
-) -> RenderableType:
-    """One frame of ``resip-server status``: totals, sessions, busiest channels."""
+_SESSION_COLUMNS: tuple[Column, ...] = (
+    Column("id", 90, min_width=8, shrink_keep=45),
+    Column("client", 80, min_width=12, shrink_keep=35),
+    Column("transport", 10),
+    Column("state", ALWAYS),
+    Column("RTT ms", 60, "right"),
+    # Measured: the share of the client's packets that never arrived.
+    Column("loss in", 50, "right"),
+    # Records the server sent again (spurious ones included): not loss.
+    Column("retx", 40, "right"),
+    Column("sent", 70, "right"),
+    Column("recv", 70, "right"),
+    Column("chans", 30, "right"),
+)
+_CHANNEL_COLUMNS: tuple[Column, ...] = (
+    Column("session", 50, min_width=8, shrink_keep=40),
+    Column("id", 60, "right"),
+    Column("kind", 20),
+    Column("target", 90, min_width=12, shrink_keep=45),
+    Column("state", ALWAYS),
+    Column("sent", 70, "right"),
+    Column("recv", 70, "right"),
+    Column("idle", 65, "right"),
+)
+
+
+def _session_rank(session: Mapping[str, Any]) -> tuple[bool, float]:
+    """Connected sessions first, then by how recently the client was heard from."""
+    age = session.get("last_packet_age_s")
+    return (session["state"] != "connected", math.inf if age is None else float(age))
+
+
+def _session_cells(s: Mapping[str, Any]) -> dict[str, RenderableType]:
+    return {
+        "id": str(s["id"]),
+        "client": Text(", ".join(s["client_addresses"])),
+        "transport": str(s["transport"]),
+        "state": str(s["state"]),
+        "RTT ms": f"{float(s['rtt_ms']['smoothed']):.1f}",
+        "loss in": f"{float(s.get('loss_in', 0.0)):.1%}",
+        "retx": f"{int(s['retransmissions']):,}",
+        "sent": _bytes(s["bytes"]["sent"]),
+        "recv": _bytes(s["bytes"]["received"]),
+        "chans": str(len(s["channels"])),
+    }
+
+
+def _channel_cells(session: Mapping[str, Any], ch: Mapping[str, Any]) -> dict[str, RenderableType]:
+    return {
+        "session": str(session["id"]),
+        "id": str(ch["id"]),
+        "kind": str(ch["kind"]),
+        "target": Text(str(ch["target"])),
+        "state": str(ch["state"]),
+        "sent": _bytes(ch["bytes_sent"]),
+        "recv": _bytes(ch["bytes_received"]),
+        "idle": f"{float(ch['idle_s']):.1f}s",
+    }
+
+
+def _totals(snapshot: Mapping[str, Any], width: int, error: str | None) -> Panel:
     sessions: Sequence[Mapping[str, Any]] = snapshot.get("sessions") or []
-    channels = [(s, ch) for s in sessions for ch in s["channels"]]
-    sent = sum(int(s["bytes"]["sent"]) for s in sessions)
-    received = sum(int(s["bytes"]["received"]) for s in sessions)
-    header = Text(
-        f"{len(sessions):,} sessions, {len(channels):,} channels, "
-        f"sent {_bytes(sent)}, received {_bytes(received)}, "
-        f"up {float(snapshot.get('uptime_s', 0)):.0f} s"
-    )
-    body: RenderableType = header
+    channels = [ch for s in sessions for ch in s["channels"]]
+    dropped = snapshot.get("dropped_packets") or {}
+    fields = [
+        Field(f"{len(sessions):,} sessions, {len(channels):,} channels", ALWAYS),
+        Field(f"{sum(1 for ch in channels if channel_rank(ch) == 0):,} active", 80),
+        Field(f"sent {_bytes(sum(int(s['bytes']['sent']) for s in sessions))}", 70),
+        Field(f"received {_bytes(sum(int(s['bytes']['received']) for s in sessions))}", 70),
+        Field(f"up {float(snapshot.get('uptime_s', 0)):.0f} s", 60),
+        Field(f"dropped packets {sum(int(n) for n in dropped.values()):,}", 50),
+    ]
+    lines = pack_fields(fields, width - 4, 2)  # inside the panel's borders and padding
     if error:
-        body = Group(header, Text(error, style="bold red"))
-    room = max(2, height - 16)
-    session_rows = max(1, room // 2)
-    table = Table(title="sessions", expand=True, show_edge=False)
-    for name in ("id", "client", "transport", "state", "RTT ms", "loss", "sent", "recv", "chans"):
-        table.add_column(name, no_wrap=True, overflow="ellipsis")
-    ordered = sorted(sessions, key=lambda s: float(s["last_packet_age_s"] or math.inf))
-    for s in ordered[:session_rows]:
-        table.add_row(
-            str(s["id"]),
-            Text(", ".join(s["client_addresses"])),
-            str(s["transport"]),
-            str(s["state"]),
-            f"{float(s['rtt_ms']['smoothed']):.1f}",
-            f"{float(s['loss']):.1%}",
-            _bytes(s["bytes"]["sent"]),
-            _bytes(s["bytes"]["received"]),
-            str(len(s["channels"])),
-        )
-    table.caption = f"{min(len(sessions), session_rows):,} of {len(sessions):,} sessions shown"
-    chans = Table(title="channels (most recently active)", expand=True, show_edge=False)
-    for name in ("session", "id", "kind", "target", "state", "sent", "recv", "idle"):
-        chans.add_column(name, no_wrap=True, overflow="ellipsis")
-    busiest = sorted(channels, key=lambda p: float(p[1]["idle_s"]))[: room - session_rows]
-    for s, ch in busiest:
-        chans.add_row(
-            str(s["id"]),
-            str(ch["id"]),
-            str(ch["kind"]),
-            Text(str(ch["target"])),
-            str(ch["state"]),
-            _bytes(ch["bytes_sent"]),
-            _bytes(ch["bytes_received"]),
-            f"{float(ch['idle_s']):.1f}s",
-        )
-    chans.caption = f"{len(busiest):,} of {len(channels):,} channels shown"
+        lines.append(Text(error, style="bold red", no_wrap=True, overflow="ellipsis"))
     title = f"resip-server {snapshot.get('resip_version', '')}".strip()
-    return Group(Panel(body, title=title), table, chans)
+    return Panel(Group(*lines), title=title)
+
+
+def render_admin(
+    snapshot: Mapping[str, Any], *, height: int = 40, width: int = 120, error: str | None = None
+) -> RenderableType:
+    """One frame of ``resip-server status`` for a ``height`` x ``width`` terminal.
+
+    Totals, then sessions (connected first) and channels (active, then idle, then
+    closing), each cut to the rows that fit with a ``+N more`` line.
+    """
+    sessions: Sequence[Mapping[str, Any]] = snapshot.get("sessions") or []
+    ordered = sorted(sessions, key=_session_rank)
+    # Totals panel (4 lines), then per table its title, column names, rule and last line.
+    room = max(2, height - 4 - 2 * 4 - (1 if error else 0))
+    session_rows = min(len(ordered), max(1, room // 3))
+    shown = ordered[:session_rows]
+    table = fit_table(_SESSION_COLUMNS, [_session_cells(s) for s in shown], width, title="sessions")
+    hidden = len(ordered) - len(shown)
+    session_line = f"+{hidden:,} more" if hidden else f"{len(shown):,} shown"
+    pairs = [(s, ch) for s in sessions for ch in s["channels"]]
+    pairs.sort(key=lambda pair: by_relevance(pair[1]))
+    rows = pairs[: max(1, room - session_rows)]
+    chans = fit_table(
+        _CHANNEL_COLUMNS,
+        [_channel_cells(s, ch) for s, ch in rows],
+        width,
+        title="channels (active first)",
+    )
+    channel_line = more_text([ch for _, ch in pairs[len(rows) :]]) or f"{len(rows):,} shown"
+    return Group(
+        _totals(snapshot, width, error),
+        table,
+        Text(session_line, no_wrap=True, overflow="ellipsis"),
+        chans,
+        Text(channel_line, no_wrap=True, overflow="ellipsis"),
+    )
 
 
 async def run_admin_live(
@@ -327,9 +397,9 @@ async def run_admin_live(
                     snapshot = await fetch()
                 except AdminError as exc:
                     error = str(exc)
-                live.update(
-                    render_admin(snapshot, height=console.size.height, error=error), refresh=True
-                )
+                size = console.size
+                frame = render_admin(snapshot, height=size.height, width=size.width, error=error)
+                live.update(frame, refresh=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
     finally:

@@ -4,7 +4,8 @@
 TCP fallback) until SIGINT or SIGTERM, then closes every session with CLOSE code 3 and
 exits 0. A bad configuration or an unusable port is one clear line on stderr and exit 1.
 ``status`` shows every session and channel of the running server (``GET /v1/admin/status``
-with the config's admin key and pinned certificate); ``--json``/``--once`` print and exit.
+with the config's admin key and pinned certificate); ``--json``/``--once`` print and exit, and
+so does ``status`` without a terminal on stdout.
 """
 
 from __future__ import annotations
@@ -106,6 +107,14 @@ async def _serve(cfg: ServerConfig) -> None:
         await server.stop("server shutting down")
 
 
+def _admin_url(cfg: ServerConfig) -> str:
+    """Where the running server's admin status is (a wildcard listen is reached on loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(  # noqa: S104
+        cfg.listen_host, cfg.listen_host
+    )
+    return f"https://{f'[{host}]' if ':' in host else host}:{cfg.api_port}/v1/admin/status"
+
+
 @app.command()
 def status(
     config: Annotated[
@@ -114,7 +123,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON and exit.")] = False,
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
 ) -> None:
-    """Live view of every session and channel of the running server (q quits)."""
+    """Live view of every session and channel of the running server (q quits).
+
+    Without a terminal on stdout it prints one frame and exits, as ``--once`` does.
+    """
     import json
 
     from rich.console import Console
@@ -128,23 +140,21 @@ def status(
     except (ConfigError, OSError) as exc:
         typer.echo(f"resip-server status: {exc}", err=True)
         raise typer.Exit(1) from None
-    # A wildcard listen address is reached through loopback on this host.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(  # noqa: S104
-        cfg.listen_host, cfg.listen_host
-    )
-    url = f"https://{f'[{host}]' if ':' in host else host}:{cfg.api_port}/v1/admin/status"
+    url = _admin_url(cfg)
 
     async def fetch() -> dict[str, object]:
         return await fetch_admin_status(url, admin_key=cfg.admin_key, fingerprint=fingerprint)
 
     console = Console()
     try:
-        if as_json or once:
+        # A live view into a pipe (cron, ssh without -t) would show nothing and never end.
+        if as_json or once or not console.is_terminal:
             doc = asyncio.run(fetch())
             if as_json:
                 typer.echo(json.dumps(doc, indent=2))
             else:
-                console.print(render_admin(doc, height=console.size.height))
+                size = console.size
+                console.print(render_admin(doc, height=size.height, width=size.width))
             return
         asyncio.run(run_admin_live(fetch, console))
     except AdminError as exc:
