@@ -5,11 +5,13 @@ Contract
 - :func:`render_status` is a pure function: status snapshot (+ rate history, height)
   -> rich renderable. Nothing here does I/O, so tests render it with
   ``Console(record=True, width=...)`` and assert on the text.
-- The view: a header panel (state, server, transport, RTT, loss, rates), throughput
-  sparklines (unicode blocks), the channel table sorted by activity (most recently
-  active first, then by bytes) cut to the rows that fit ``height`` plus a totals line,
-  and the newest events. Text from the network (targets, reasons) is never parsed as
-  markup.
+- The view: a header panel (state, server, transport, RTT, measured loss,
+  retransmissions, rates), throughput sparklines (unicode blocks), the channel table
+  (active, then idle, then closing; :func:`resip.terminal.by_relevance`) cut to the rows
+  that fit ``height`` with a ``+N more`` and totals line, and the newest events. It fits
+  ``width`` x ``height`` (80x24 included): header items and cells never wrap, the least
+  important are left out first, the state never. Text from the network (targets,
+  reasons) is never parsed as markup.
 - :class:`RateHistory` turns successive snapshots into up/down byte rates for the
   sparklines (the only stateful helper; it is fed by the caller).
 - Cost is linear in the number of channels with one sort: a 10,000-channel frame
@@ -133,8 +135,8 @@ def _session_fields(session: Mapping[str, Any], history: RateHistory | None) -> 
     age = session.get("last_packet_age_s")
     retx = int(session["retransmissions"])
     packets = int(session.get("packets", {}).get("sent", 0))
-    # Retransmissions are what the sender did, not what the path lost: on loopback most
-    # are spurious (an ACK later than the loss timer), so they are never called loss.
+    # Retransmissions are what the sender did, not what the path lost (an ACK later than
+    # the loss timer causes a spurious one), so they are never called loss.
     share = f" ({retx / packets:.1%} of packets)" if packets else ""
     return [
         Field(Text(state.upper(), style=_STATE_STYLES.get(state, "bold")), ALWAYS),

@@ -10,7 +10,8 @@ Contract:
 - ``/v1/admin/status`` is the JSON document of :func:`admin_snapshot` (documented in
   docs/STATUS.md); ``/metrics`` is Prometheus text (:mod:`resip.server.metrics`).
 - :func:`render_admin` is a pure function snapshot -> rich renderable for
-  ``resip-server status``; :func:`fetch_admin_status` reads the endpoint with the
+  ``resip-server status`` that fits the terminal as the client's view does
+  (:mod:`resip.terminal`); :func:`fetch_admin_status` reads the endpoint with the
   certificate pinned and raises :class:`AdminError` (one line) on any failure.
 - Neither document holds keys or session secrets.
 """

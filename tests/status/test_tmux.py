@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -112,6 +113,87 @@ async def test_status_view_in_tmux_updates_and_quits_on_q(stack: Stack, short_di
     finally:
         stop.set()
         await transfer
+        if not read(rc):
+            with contextlib.suppress(AssertionError):
+                await tmux(sock, "kill-server")
+
+
+async def open_idle_channels(stack: Stack, n: int) -> list[asyncio.StreamWriter]:
+    writers = []
+    for _ in range(n):
+        _, writer = await stack.socks_connect()
+        writers.append(writer)
+    return writers
+
+
+async def refused_channel(stack: Stack) -> int:
+    """A SOCKS5 CONNECT to a port nobody listens on: the proxy logs a channel-failed event."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    host, proxy_port = stack.frontend.address
+    reader, writer = await asyncio.open_connection(host, proxy_port)
+    writer.write(b"\x05\x01\x00")
+    assert await reader.readexactly(2) == b"\x05\x00"
+    writer.write(b"\x05\x01\x00\x01\x7f\x00\x00\x01" + port.to_bytes(2, "big"))
+    reply = await asyncio.wait_for(reader.readexactly(10), 10)
+    assert reply[1] != 0, "a CONNECT to a closed port succeeded"
+    writer.close()
+    return port
+
+
+RTT = re.compile(r"RTT [0-9.]+ ms \(min [0-9.]+\)")
+
+
+async def test_80x24_frame_fits_with_every_field_whole_and_the_state_column(
+    stack: Stack, short_dir: Path
+) -> None:
+    sock, rc, err = short_dir / "tmux", short_dir / "rc", short_dir / "err"
+    conf = short_dir / "tmux.conf"
+    conf.write_text("set -g status off\n")  # the whole 80x24 window is the pane
+    failed_port = await refused_channel(stack)
+    idle = await open_idle_channels(stack, 10)
+    stop = asyncio.Event()
+    transfer = asyncio.create_task(keep_transferring(stack, stop))
+    command = (
+        f"env -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m resip_proxy.cli status "
+        f"--control-socket {shlex.quote(str(stack.control.path))} 2> {shlex.quote(str(err))}; "
+        f"echo $? > {shlex.quote(str(rc))}"
+    )
+    await tmux(sock, "-f", str(conf), "new-session", "-d", "-x", "80", "-y", "24",
+               "-s", "status", command)  # fmt: skip
+    try:
+        size = await tmux(sock, "display", "-p", "-t", "status", "#{pane_width}x#{pane_height}")
+        assert size.strip() == "80x24"
+
+        async def full_frame() -> str | None:
+            screen = await tmux(sock, "capture-pane", "-p", "-t", "status")
+            done = "CONNECTED" in screen and SENT.search(screen) and "more (" in screen
+            return screen if done and "channel-failed" in screen else None
+
+        screen = await until("no complete frame", full_frame, 15, sock, err)
+        lines = screen.rstrip("\n").split("\n")
+        assert lines[0].startswith("╭") and "resip-proxy" in lines[0], screen  # nothing scrolled
+        assert any(line.startswith("╰") for line in lines[-3:]), screen  # the events panel ends
+        assert RTT.search(screen), screen  # header fields whole, not wrapped mid-field
+        assert any("loss in" in line and "(measured)" in line for line in lines), screen
+        [names] = [line for line in lines if "target" in line and "┃" in line]
+        assert "state" in names, screen
+        first_row = lines[lines.index(names) + 2]
+        assert f"127.0.0.1:{stack.echo_port}" in first_row and " open " in first_row, screen
+        assert re.search(r"\+\d+ more \(", screen), screen
+        assert f"channel-failed 127.0.0.1:{failed_port}: " in screen, screen
+        await tmux(sock, "send-keys", "-t", "status", "q")
+
+        async def exited() -> str | None:
+            return read(rc).strip() or None
+
+        assert await until("q did not quit the status view", exited, 10, sock, err) == "0"
+    finally:
+        stop.set()
+        await transfer
+        for writer in idle:
+            writer.close()
         if not read(rc):
             with contextlib.suppress(AssertionError):
                 await tmux(sock, "kill-server")
