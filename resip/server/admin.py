@@ -35,6 +35,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from resip import __version__
+from resip.channel_table import ChannelStats
 from resip.errors import ResipError
 from resip.server.endpoint import Endpoint
 from resip.server.http_api import FailureLimiter
@@ -106,6 +107,20 @@ def _live_sessions(source: AdminSource) -> list[Session]:
     return [s for s in source.endpoint.sessions() if not s.terminated]
 
 
+def _channel_doc(ch: ChannelStats, now: float) -> dict[str, Any]:
+    return {
+        "id": ch.channel_id,
+        "kind": ch.proto,
+        "target": ch.target,
+        "state": ch.state,
+        "bytes_sent": ch.bytes_sent,
+        "bytes_received": ch.bytes_received,
+        "in_flight": ch.in_flight,
+        "age_s": round(max(0.0, now - ch.opened_at), 3),
+        "idle_s": round(max(0.0, now - ch.last_activity), 3),
+    }
+
+
 def admin_snapshot(source: AdminSource, *, now: float, uptime: float) -> dict[str, Any]:
     """The ``/v1/admin/status`` document. ``now`` is the sessions' clock (loop time)."""
     sessions = []
@@ -131,20 +146,7 @@ def admin_snapshot(source: AdminSource, *, now: float, uptime: float) -> dict[st
                 "packets": {"sent": stats.packets_sent, "received": stats.packets_received},
                 "retransmissions": stats.retransmissions,
                 "outages": stats.outages,
-                "channels": [
-                    {
-                        "id": ch.channel_id,
-                        "kind": ch.proto,
-                        "target": ch.target,
-                        "state": ch.state,
-                        "bytes_sent": ch.bytes_sent,
-                        "bytes_received": ch.bytes_received,
-                        "in_flight": ch.in_flight,
-                        "age_s": round(max(0.0, now - ch.opened_at), 3),
-                        "idle_s": round(max(0.0, now - ch.last_activity), 3),
-                    }
-                    for ch in stats.channels
-                ],
+                "channels": [_channel_doc(ch, now) for ch in stats.channels],
             }
         )
     endpoint = source.endpoint.stats

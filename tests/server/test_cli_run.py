@@ -48,6 +48,13 @@ def accept_queue_limit(port: int) -> int:
     return int(line.split()[2])
 
 
+def check_backlogs(*ports: int) -> None:
+    """A burst of connections must not overflow asyncio's default queue of 100."""
+    if shutil.which("ss"):
+        for port in ports:
+            assert accept_queue_limit(port) == int(SOMAXCONN.read_text()), port
+
+
 def _free_port(kind: socket.SocketKind) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -91,10 +98,7 @@ def test_runs_until_sigterm_and_exits_0(tmp_path: Path) -> None:
         # Really listening: TCP on both ports.
         for port in (api_port, resip_port):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
-        if shutil.which("ss"):
-            # A burst of connections must not overflow asyncio's default queue of 100.
-            for port in (api_port, resip_port):
-                assert accept_queue_limit(port) == int(SOMAXCONN.read_text()), port
+        check_backlogs(api_port, resip_port)
         proc.send_signal(signal.SIGTERM)
         rest = proc.stderr.read()
         assert proc.wait(timeout=15) == 0, rest

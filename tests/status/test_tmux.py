@@ -145,6 +145,20 @@ async def refused_channel(stack: Stack) -> int:
 RTT = re.compile(r"RTT [0-9.]+ ms \(min [0-9.]+\)")
 
 
+def check_80x24_frame(screen: str, echo_port: int, failed_port: int) -> None:
+    lines = screen.rstrip("\n").split("\n")
+    assert lines[0].startswith("╭") and "resip-proxy" in lines[0], screen  # nothing scrolled
+    assert any(line.startswith("╰") for line in lines[-3:]), screen  # the events panel ends
+    assert RTT.search(screen), screen  # header fields whole, not wrapped mid-field
+    assert any("loss in" in line and "(measured)" in line for line in lines), screen
+    [names] = [line for line in lines if "target" in line and "┃" in line]
+    assert "state" in names, screen
+    first_row = lines[lines.index(names) + 2]  # below the column names and their rule
+    assert f"127.0.0.1:{echo_port}" in first_row and " open " in first_row, screen
+    assert re.search(r"\+\d+ more \(", screen), screen
+    assert f"channel-failed 127.0.0.1:{failed_port}: " in screen, screen
+
+
 async def test_80x24_frame_fits_with_every_field_whole_and_the_state_column(
     stack: Stack, short_dir: Path
 ) -> None:
@@ -172,17 +186,7 @@ async def test_80x24_frame_fits_with_every_field_whole_and_the_state_column(
             return screen if done and "channel-failed" in screen else None
 
         screen = await until("no complete frame", full_frame, 15, sock, err)
-        lines = screen.rstrip("\n").split("\n")
-        assert lines[0].startswith("╭") and "resip-proxy" in lines[0], screen  # nothing scrolled
-        assert any(line.startswith("╰") for line in lines[-3:]), screen  # the events panel ends
-        assert RTT.search(screen), screen  # header fields whole, not wrapped mid-field
-        assert any("loss in" in line and "(measured)" in line for line in lines), screen
-        [names] = [line for line in lines if "target" in line and "┃" in line]
-        assert "state" in names, screen
-        first_row = lines[lines.index(names) + 2]
-        assert f"127.0.0.1:{stack.echo_port}" in first_row and " open " in first_row, screen
-        assert re.search(r"\+\d+ more \(", screen), screen
-        assert f"channel-failed 127.0.0.1:{failed_port}: " in screen, screen
+        check_80x24_frame(screen, stack.echo_port, failed_port)
         await tmux(sock, "send-keys", "-t", "status", "q")
 
         async def exited() -> str | None:
