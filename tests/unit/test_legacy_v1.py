@@ -20,9 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resip import legacy_v1
-from resip.errors import DecryptError, LocalProtocolError, WireError
-from resip.legacy_v1 import (
+from resip.compat import legacy_v1
+from resip.compat.legacy_v1 import (
     HashAlg,
     LegacyKeys,
     LegacyV1Codec,
@@ -31,6 +30,8 @@ from resip.legacy_v1 import (
     inflate_untrusted,
     peek_session_id_untrusted,
 )
+from resip.compat.legacy_v1_wire import encode_command_v1, parse_command_v1_untrusted
+from resip.errors import DecryptError, LocalProtocolError, WireError
 from resip.wire import (
     Ack,
     AckGroup,
@@ -41,9 +42,7 @@ from resip.wire import (
     Start,
     Started,
     Stop,
-    encode_command,
     int_bits,
-    parse_command_untrusted,
 )
 
 VECTORS_PATH = Path(__file__).resolve().parent.parent / "data" / "seed-vectors.json"
@@ -238,9 +237,9 @@ def test_vector_commands_parse_as_v1(vid: str) -> None:
     (pkt,) = vec["packets"]
     rec = receiver.open_untrusted(bytes.fromhex(pkt["hex"]))
     assert rec.channel == 0
-    cmd = parse_command_untrusted(rec.data, from_server=rec.from_server, version=1)
+    cmd = parse_command_v1_untrusted(rec.data, from_server=rec.from_server)
     assert cmd == EXPECTED_COMMANDS[vid]
-    assert encode_command(cmd, version=1) == rec.data
+    assert encode_command_v1(cmd) == rec.data
     # Unordered on the wire exactly for ACK, keep-alive and STARTED, as in the prototype.
     assert (rec.pnum == 0) == isinstance(cmd, Ack | KeepAlive | Started)
 
@@ -251,7 +250,7 @@ def test_terminate_original_buggy_opens_but_its_command_is_malformed() -> None:
     rec = receiver.open_untrusted(bytes.fromhex(vec["packets"][0]["hex"]))
     assert rec == Record(channel=0, pnum=3, data=b"\x05", from_server=False)
     with pytest.raises(WireError):
-        parse_command_untrusted(rec.data, from_server=False, version=1)
+        parse_command_v1_untrusted(rec.data, from_server=False)
 
 
 def test_compressed_vector_start_packet_requests_compression() -> None:
@@ -259,7 +258,7 @@ def test_compressed_vector_start_packet_requests_compression() -> None:
     _, receiver = codecs_for(vec)
     rec = receiver.open_untrusted(bytes.fromhex(vec["start_channel_packet_hex"]))
     assert (rec.channel, rec.pnum, rec.fragment, rec.compressed) == (0, 1, False, False)
-    cmd = parse_command_untrusted(rec.data, from_server=False, version=1)
+    cmd = parse_command_v1_untrusted(rec.data, from_server=False)
     assert cmd == Start(
         channel=1, proto=Proto.TCP, host=IPv4Address("127.0.0.1"), port=10000, compress=True
     )
@@ -617,7 +616,7 @@ def test_insecure_warning_is_logged_once(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(legacy_v1, "_warned_insecure", False)
-    with caplog.at_level(logging.WARNING, logger="resip.legacy_v1"):
+    with caplog.at_level(logging.WARNING, logger="resip.compat.legacy_v1"):
         LegacyV1Codec(make_keys(HashAlg.SHA1), 1, is_server=False)
         LegacyV1Codec(make_keys(HashAlg.SHA1), 2, is_server=True)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

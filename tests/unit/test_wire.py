@@ -1,4 +1,4 @@
-"""Tests for resip.wire: packed integers, records, command messages (PROTOCOL.md §1, §4, §5, §9).
+"""Tests for resip.wire: packed integers, records, command messages (PROTOCOL.md §1, §4, §5).
 
 Golden hex strings are written out literally on purpose: any change to a byte
 layout must break this file.
@@ -41,9 +41,20 @@ from resip.wire import (
     pack_int,
     parse_command_untrusted,
     parse_inner_untrusted,
-    parse_record_v1_fields_untrusted,
     record_overhead,
     unpack_int_untrusted,
+)
+from tests.unit.wire_strategies import (
+    acks,
+    canonical_ranges,
+    channels,
+    codes,
+    hostnames,
+    ips,
+    path_data,
+    reasons,
+    starts,
+    u64s,
 )
 
 FUZZ = settings(max_examples=200, deadline=None)
@@ -88,11 +99,10 @@ def test_int_bits_rejects_out_of_range(value: int) -> None:
 
 
 @pytest.mark.parametrize("size", range(2, 9))
-def test_overlong_packed_int_strict_and_tolerant(size: int) -> None:
+def test_overlong_packed_int_is_malformed(size: int) -> None:
     buf = b"\x00" * (size - 1) + b"\x05"
     with pytest.raises(WireError, match="overlong"):
         unpack_int_untrusted(buf, 0, size)
-    assert unpack_int_untrusted(buf, 0, size, strict=False) == 5
 
 
 def test_single_zero_byte_is_not_overlong() -> None:
@@ -106,8 +116,6 @@ def test_single_zero_byte_is_not_overlong() -> None:
 def test_packed_int_truncation(buf: bytes, offset: int, size: int) -> None:
     with pytest.raises(WireError):
         unpack_int_untrusted(buf, offset, size)
-    with pytest.raises(WireError):
-        unpack_int_untrusted(buf, offset, size, strict=False)
 
 
 @FUZZ
@@ -240,22 +248,13 @@ def test_records_len_bounds_records_even_with_padding_after() -> None:
         parse_inner_untrusted(plaintext, from_server=False)
 
 
-def test_v1_record_helper_tolerance_and_offsets() -> None:
-    # A v1 inner plaintext: random byte, then one record, then random padding.
-    buf = h("96") + h("000001000a") + h("014101067f0000012710") + h("5a5a")
-    rec, nxt = parse_record_v1_fields_untrusted(buf, 1, strict=False)
-    assert rec == Record(0, 1, h("014101067f0000012710"), from_server=False)
-    assert nxt == len(buf) - 2
+def test_overlong_record_fields_are_malformed() -> None:
     overlong = h("09000100010001") + b"z"  # channel and pnum 0x0001 in two bytes each
-    with pytest.raises(WireError, match="overlong"):
-        parse_record_v1_fields_untrusted(overlong, 0, strict=True)
-    rec, nxt = parse_record_v1_fields_untrusted(overlong, 0, strict=False)
-    assert (rec.channel, rec.pnum, rec.data, nxt) == (1, 1, b"z", 8)
-    for bad_offset in (-1, 11, 100):
-        with pytest.raises(WireError):
-            parse_record_v1_fields_untrusted(buf[:11], bad_offset, strict=False)
-    with pytest.raises(WireError, match="overruns"):
-        parse_record_v1_fields_untrusted(h("000101ffff00"), 0, strict=False)
+    with pytest.raises(WireError, match="overlong channel"):
+        parse_inner_untrusted(h("0008") + overlong, from_server=False)
+    overlong_pnum = h("01010001") + h("0001") + b"z"
+    with pytest.raises(WireError, match="overlong packet number"):
+        parse_inner_untrusted(h("0007") + overlong_pnum, from_server=False)
 
 
 @FUZZ
@@ -287,47 +286,9 @@ def test_parse_inner_mutations_raise_only_wire_error(
 # ---------------------------------------------------------------------------
 # Command strategies
 
-channels = st.one_of(st.integers(0, 300), st.integers(0, U32))
-u64s = st.one_of(st.integers(0, 70000), st.integers(0, U64))
-ports = st.integers(1, 65535)
-hostnames = st.from_regex(r"[A-Za-z0-9._-]{1,255}", fullmatch=True)
-ips = st.one_of(
-    st.integers(0, 2**32 - 1).map(IPv4Address), st.integers(0, 2**128 - 1).map(IPv6Address)
-)
-reasons = st.text(max_size=60)  # at most 240 UTF-8 bytes: never truncated
-codes = st.integers(0, 255)
-path_data = st.binary(min_size=8, max_size=8)
-
-
-@st.composite
-def canonical_ranges(draw: st.DrawFn) -> tuple[tuple[int, int], ...]:
-    out: list[tuple[int, int]] = []
-    prev_end = 0
-    for _ in range(draw(st.integers(1, 8))):
-        gap = draw(st.one_of(st.integers(1, 300), st.integers(1, 1 << 40)))
-        start = prev_end + gap + (1 if out else 0)
-        end = start + draw(st.one_of(st.just(0), st.integers(1, 300), st.integers(1, 1 << 40)))
-        if end > U64:
-            break
-        out.append((start, end))
-        prev_end = end
-    if not out:
-        out.append((U64, U64))
-    return tuple(out)
-
-
-ack_groups = st.builds(AckGroup, channels, canonical_ranges())
-acks = st.builds(Ack, u64s, u64s, st.lists(ack_groups, max_size=4).map(tuple))
-
-
-def starts(version: int) -> st.SearchStrategy[Start]:
-    hosts = ips if version == 1 else st.one_of(ips, hostnames)
-    return st.builds(Start, channels, st.sampled_from(Proto), hosts, ports, st.booleans())
-
-
 # (command, from_server) pairs valid in v2
 v2_commands: st.SearchStrategy[tuple[Command, bool]] = st.one_of(
-    st.tuples(starts(2), st.just(False)),
+    st.tuples(starts(st.one_of(ips, hostnames)), st.just(False)),
     st.tuples(st.builds(Started, channels), st.just(True)),
     st.tuples(st.builds(Stop, channels, u64s), st.booleans()),
     st.tuples(acks, st.booleans()),
@@ -347,122 +308,65 @@ def test_command_roundtrip_v2(case: tuple[Command, bool]) -> None:
     encoded = encode_command(cmd)
     assert encoded[0] & 0x1F in set(Cmd)
     assert parse_command_untrusted(encoded, from_server=from_server) == cmd
-    assert encode_command(cmd, version=2) == encoded
-
-
-def _v1_expected(cmd: Command) -> Command:
-    """What a v1 round trip gives back: v1 drops fields it cannot carry."""
-    if isinstance(cmd, Ack):
-        return Ack(0, 0, cmd.groups)
-    if isinstance(cmd, KeepAlive):
-        return KeepAlive()
-    if isinstance(cmd, Terminate):
-        return Terminate(cmd.channel)
-    return cmd
-
-
-v1_commands: st.SearchStrategy[tuple[Command, bool]] = st.one_of(
-    st.tuples(starts(1), st.just(False)),
-    st.tuples(st.builds(Started, channels), st.just(True)),
-    st.tuples(st.builds(Stop, channels, u64s), st.booleans()),
-    st.tuples(acks, st.booleans()),
-    st.tuples(st.builds(KeepAlive, st.booleans()), st.booleans()),
-    st.tuples(st.builds(Terminate, channels, codes, reasons), st.booleans()),
-)
-
-
-@ROUNDTRIP
-@given(v1_commands)
-def test_command_roundtrip_v1(case: tuple[Command, bool]) -> None:
-    cmd, from_server = case
-    encoded = encode_command(cmd, version=1)
-    parsed = parse_command_untrusted(encoded, from_server=from_server, version=1)
-    assert parsed == _v1_expected(cmd)
-    assert encode_command(parsed, version=1) == encoded
 
 
 # ---------------------------------------------------------------------------
 # Golden bytes
 
-# (hex, from_server, version, parsed command); the encoder must reproduce the hex.
-GOLDEN: list[tuple[str, bool, int, Command]] = [
+# (hex, from_server, parsed command); the encoder must reproduce the hex.
+GOLDEN: list[tuple[str, bool, Command]] = [
     # PROTOCOL.md §5 examples (the host-name one with F = 0x49, see below)
-    ("014101067f0000012710", False, 2, Start(1, Proto.TCP, IPv4Address("127.0.0.1"), 10000)),
-    ("014902060b6578616d706c652e636f6d01bb", False, 2, Start(2, Proto.TCP, "example.com", 443)),
-    ("010001", True, 2, Started(1)),
-    ("02000101", False, 2, Stop(1, 1)),
-    ("03000700000001c001038005", False, 2, Ack(7, 0, (AckGroup(1, ((1, 3), (5, 5))),))),
+    ("014101067f0000012710", False, Start(1, Proto.TCP, IPv4Address("127.0.0.1"), 10000)),
+    ("014902060b6578616d706c652e636f6d01bb", False, Start(2, Proto.TCP, "example.com", 443)),
+    ("010001", True, Started(1)),
+    ("02000101", False, Stop(1, 1)),
+    ("03000700000001c001038005", False, Ack(7, 0, (AckGroup(1, ((1, 3), (5, 5))),))),
     (
         "03000700010000020001c001038005",
         False,
-        2,
         Ack(7, 0, (AckGroup(1, ((1, 3), (5, 5))),), packets=((5, 7),)),
     ),
     (
         "0300640003000000000a44000a08",
         True,
-        2,
         Ack(100, 0, (), packets=((0, 8), (20, 88), (100, 100))),
     ),
     # frozen v2 encodings, one or more per command type
     (
         "01c4031120010db800000000000000000000000135",
         False,
-        2,
         Start(3, Proto.UDP, IPv6Address("2001:db8::1"), 53, compress=True),
     ),
     (
         "01d9012c060c6578616d706c652e636f6d2e1f90",
         False,
-        2,
         Start(300, Proto.TCP, "example.com.", 8080, compress=True),
     ),
-    ("0101012c", True, 2, Started(300)),
-    ("020a012c011170", True, 2, Stop(300, 70000)),
-    ("0300050000", True, 2, Ack(5, 0, ())),
+    ("0101012c", True, Started(300)),
+    ("020a012c011170", True, Stop(300, 70000)),
+    ("0300050000", True, Ack(5, 0, ())),
     (
         "0309123461a800000080010101ffc10201ff",
         False,
-        2,
         Ack(0x1234, 25000, (AckGroup(0, ((1, 1),)), AckGroup(0x1FF, ((2, 0x1FF),)))),
     ),
-    ("0400", False, 2, KeepAlive(response=False)),
-    ("0401", True, 2, KeepAlive(response=True)),
-    ("050001050772656675736564", True, 2, Terminate(1, 5, "refused")),
-    ("0500020000", False, 2, Terminate(2)),
-    ("0601010200", True, 2, Credit(1, 512)),
-    ("070303627965", False, 2, Close(3, "bye")),
-    ("070000", True, 2, Close()),
-    ("080001020304050607", True, 2, PathChallenge(bytes(range(8)))),
-    ("09a0a1a2a3a4a5a6a7", False, 2, PathResponse(bytes(range(0xA0, 0xA8)))),
-    # v1 (seed-protocol.md §7 and seed-vectors.json)
-    ("014101067f0000012710", False, 1, Start(1, Proto.TCP, IPv4Address("127.0.0.1"), 10000)),
-    ("010001", True, 1, Started(1)),
-    ("02000101", False, 1, Stop(1, 1)),
-    ("02000101", True, 1, Stop(1, 1)),
-    (
-        "030000c001020001c001038005c00709",
-        False,
-        1,
-        Ack(0, 0, (AckGroup(0, ((1, 2),)), AckGroup(1, ((1, 3), (5, 5), (7, 9))))),
-    ),
-    (
-        "030000c001030001c001028004c9012c012d",
-        True,
-        1,
-        Ack(0, 0, (AckGroup(0, ((1, 3),)), AckGroup(1, ((1, 2), (4, 4), (300, 301))))),
-    ),
-    ("04", False, 1, KeepAlive()),
-    ("04", True, 1, KeepAlive()),
-    ("050001", False, 1, Terminate(1)),
+    ("0400", False, KeepAlive(response=False)),
+    ("0401", True, KeepAlive(response=True)),
+    ("050001050772656675736564", True, Terminate(1, 5, "refused")),
+    ("0500020000", False, Terminate(2)),
+    ("0601010200", True, Credit(1, 512)),
+    ("070303627965", False, Close(3, "bye")),
+    ("070000", True, Close()),
+    ("080001020304050607", True, PathChallenge(bytes(range(8)))),
+    ("09a0a1a2a3a4a5a6a7", False, PathResponse(bytes(range(0xA0, 0xA8)))),
 ]
 
 
-@pytest.mark.parametrize(("hexed", "from_server", "version", "cmd"), GOLDEN)
-def test_golden_commands(hexed: str, from_server: bool, version: int, cmd: Command) -> None:
+@pytest.mark.parametrize(("hexed", "from_server", "cmd"), GOLDEN)
+def test_golden_commands(hexed: str, from_server: bool, cmd: Command) -> None:
     data = h(hexed)
-    assert parse_command_untrusted(data, from_server=from_server, version=version) == cmd
-    assert encode_command(cmd, version=version) == data
+    assert parse_command_untrusted(data, from_server=from_server) == cmd
+    assert encode_command(cmd) == data
 
 
 def test_protocol_md_hostname_example_has_wrong_port_size() -> None:
@@ -474,18 +378,9 @@ def test_protocol_md_hostname_example_has_wrong_port_size() -> None:
     assert encode_command(Start(2, Proto.TCP, "example.com", 443))[1] == 0x49
 
 
-def test_v1_encoder_ignores_v2_only_fields() -> None:
-    groups = (AckGroup(1, ((1, 3),)),)
-    assert encode_command(Ack(99, 1234, groups), version=1) == h("030001c00103")
-    assert encode_command(KeepAlive(response=True), version=1) == h("04")
-    assert encode_command(Terminate(1, 5, "refused"), version=1) == h("050001")
-
-
-def test_v1_buggy_bare_terminate_is_wire_error() -> None:
+def test_bare_terminate_is_wire_error() -> None:
     with pytest.raises(WireError, match="malformed terminate"):
-        parse_command_untrusted(b"\x05", from_server=False, version=1)
-    with pytest.raises(WireError, match="malformed terminate"):
-        parse_command_untrusted(b"\x05", from_server=False, version=2)
+        parse_command_untrusted(b"\x05", from_server=False)
 
 
 def test_start_addr_type_property() -> None:
@@ -503,42 +398,38 @@ def test_start_addr_type_property() -> None:
 # Fuzz: bad bytes give WireError and nothing else
 
 
-def _parse_or_wire_error(data: bytes, from_server: bool, version: int) -> Command | None:
+def _parse_or_wire_error(data: bytes, from_server: bool) -> Command | None:
     try:
-        return parse_command_untrusted(data, from_server=from_server, version=version)
+        return parse_command_untrusted(data, from_server=from_server)
     except WireError:
         return None
 
 
 @FUZZ
-@given(st.binary(max_size=64), st.booleans(), st.sampled_from([1, 2]))
-def test_command_fuzz_raw(data: bytes, from_server: bool, version: int) -> None:
-    cmd = _parse_or_wire_error(data, from_server, version)
-    if cmd is not None and version == 2:
+@given(st.binary(max_size=64), st.booleans())
+def test_command_fuzz_raw(data: bytes, from_server: bool) -> None:
+    cmd = _parse_or_wire_error(data, from_server)
+    if cmd is not None:
         # whatever v2 accepts is canonical: it re-encodes to the same bytes
         assert encode_command(cmd) == data
 
 
 @FUZZ
-@given(st.integers(0, 40), st.binary(max_size=40), st.booleans(), st.sampled_from([1, 2]))
-def test_command_fuzz_known_command_byte(
-    first: int, rest: bytes, from_server: bool, version: int
-) -> None:
+@given(st.integers(0, 40), st.binary(max_size=40), st.booleans())
+def test_command_fuzz_known_command_byte(first: int, rest: bytes, from_server: bool) -> None:
     data = bytes((first,)) + rest
-    cmd = _parse_or_wire_error(data, from_server, version)
-    if cmd is not None and version == 2:
+    cmd = _parse_or_wire_error(data, from_server)
+    if cmd is not None:
         assert encode_command(cmd) == data
 
 
-@pytest.mark.parametrize(("hexed", "from_server", "version", "cmd"), GOLDEN)
-def test_golden_truncations_and_mutations(
-    hexed: str, from_server: bool, version: int, cmd: Command
-) -> None:
+@pytest.mark.parametrize(("hexed", "from_server", "cmd"), GOLDEN)
+def test_golden_truncations_and_mutations(hexed: str, from_server: bool, cmd: Command) -> None:
     data = h(hexed)
     for cut in range(len(data)):
         prefix = data[:cut]
-        parsed = _parse_or_wire_error(prefix, from_server, version)
-        if version == 2 and not isinstance(cmd, Ack):
+        parsed = _parse_or_wire_error(prefix, from_server)
+        if not isinstance(cmd, Ack):
             # every field is needed in v2, so every strict prefix is malformed
             # (an ACK cut after a complete item is a shorter valid ACK)
             assert parsed is None, (cut, parsed)
@@ -546,19 +437,9 @@ def test_golden_truncations_and_mutations(
         for value in range(256):
             mutated = data[:pos] + bytes((value,)) + data[pos + 1 :]
             for direction in (False, True):
-                parsed = _parse_or_wire_error(mutated, direction, version)
-                if parsed is not None and version == 2:
+                parsed = _parse_or_wire_error(mutated, direction)
+                if parsed is not None:
                     assert encode_command(parsed) == mutated
-
-
-def test_v1_truncations_of_multibyte_commands_are_wire_errors() -> None:
-    for hexed in ("014101067f0000012710", "010001", "02000101", "050001", "030000c00102"):
-        data = h(hexed)
-        for cut in range(1, len(data)):
-            if hexed.startswith("03") and cut in (1, 3):
-                continue  # a v1 ACK may legitimately end after its groups
-            with pytest.raises(WireError):
-                parse_command_untrusted(data[:cut], from_server=hexed == "010001", version=1)
 
 
 # ---------------------------------------------------------------------------
@@ -566,25 +447,20 @@ def test_v1_truncations_of_multibyte_commands_are_wire_errors() -> None:
 
 
 @pytest.mark.parametrize(
-    ("v2_hex", "v1_hex", "from_server", "v1_result"),
+    ("hexed", "from_server"),
     [
-        ("22000101", "22000101", False, Stop(1, 1)),  # reserved bits of the command byte
-        ("e400", "e4", True, KeepAlive()),
-        ("02800101", "02800101", False, Stop(1, 1)),  # STOP S bits 7..5
-        ("010401", "010401", True, Started(1)),  # STARTED bits 7..2
-        ("0504010000", "050401", False, Terminate(1)),  # TERMINATE bits 7..2
-        # ACK channel selector bits 6..2 (v1 has no S/largest/delay prefix)
-        ("03000000000401c00102", "030401c00102", False, Ack(0, 0, (AckGroup(1, ((1, 2),)),))),
-        # ACK item with EEE != 0 although R = 0
-        ("030000000000018101", "0300018101", False, Ack(0, 0, (AckGroup(1, ((1, 1),)),))),
+        ("22000101", False),  # reserved bits of the command byte
+        ("e400", True),
+        ("02800101", False),  # STOP S bits 7..5
+        ("010401", True),  # STARTED bits 7..2
+        ("0504010000", False),  # TERMINATE bits 7..2
+        ("03000000000401c00102", False),  # ACK channel selector bits 6..2
+        ("030000000000018101", False),  # ACK item with EEE != 0 although R = 0
     ],
 )
-def test_reserved_bits_rejected_in_v2_tolerated_in_v1(
-    v2_hex: str, v1_hex: str, from_server: bool, v1_result: Command
-) -> None:
+def test_reserved_bits_rejected(hexed: str, from_server: bool) -> None:
     with pytest.raises(WireError, match="reserved"):
-        parse_command_untrusted(h(v2_hex), from_server=from_server, version=2)
-    assert parse_command_untrusted(h(v1_hex), from_server=from_server, version=1) == v1_result
+        parse_command_untrusted(h(hexed), from_server=from_server)
 
 
 @pytest.mark.parametrize(
@@ -631,51 +507,7 @@ def test_v2_malformed(hexed: str, from_server: bool, match: str) -> None:
         parse_command_untrusted(h(hexed), from_server=from_server)
 
 
-@pytest.mark.parametrize(
-    "hexed",
-    [
-        "0601010200",  # CREDIT
-        "070000",  # CLOSE
-        "080001020304050607",  # PATH_CHALLENGE
-        "090001020304050607",  # PATH_RESPONSE
-        "038001",  # ACK item before any selector
-        "030001c00501",  # range end below start
-        "0a",
-        "00",
-    ],
-)
-def test_v1_malformed(hexed: str) -> None:
-    for from_server in (False, True):
-        with pytest.raises(WireError):
-            parse_command_untrusted(h(hexed), from_server=from_server, version=1)
-
-
-def test_v1_start_has_no_host_names() -> None:
-    data = h("014902060b6578616d706c652e636f6d01bb")
-    with pytest.raises(WireError, match="address type 2"):
-        parse_command_untrusted(data, from_server=False, version=1)
-
-
-def test_v1_tolerances() -> None:
-    def v1(hexed: str, from_server: bool = False) -> Command:
-        return parse_command_untrusted(h(hexed), from_server=from_server, version=1)
-
-    assert v1("0208000101") == Stop(1, 1)  # overlong channel
-    assert v1("0200010100") == Stop(1, 1)  # trailing bytes
-    assert v1("010101067f0000012710") == Start(1, Proto.TCP, IPv4Address("127.0.0.1"), 10000)
-    assert v1("014301067f00000100002710") == Start(
-        1, Proto.TCP, IPv4Address("127.0.0.1"), 10000
-    )  # 4-byte port
-    assert v1("0403") == KeepAlive()
-    # the prototype's ACK split repeats the channel selector
-    assert v1("0300000000c00102") == Ack(0, 0, (AckGroup(0, ((1, 2),)),))
-    # unordered, touching and overlapping v1 ranges come back canonical
-    assert v1("03000180098001c00203c003058000") == Ack(0, 0, (AckGroup(1, ((1, 5), (9, 9))),))
-    assert v1("030001") == Ack(0, 0, ())
-    assert v1("03") == Ack(0, 0, ())
-
-
-def test_ack_with_zero_groups_is_valid_in_v2() -> None:
+def test_ack_with_zero_groups_is_valid() -> None:
     assert parse_command_untrusted(h("0300ff0000"), from_server=True) == Ack(0xFF, 0, ())
 
 
@@ -684,48 +516,36 @@ def test_ack_with_zero_groups_is_valid_in_v2() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cmd", "version", "match"),
+    ("cmd", "match"),
     [
-        (Start(1, Proto.TCP, "a" * 256, 80), 2, "host name"),
-        (Start(1, Proto.TCP, "", 80), 2, "host name"),
-        (Start(1, Proto.TCP, "exa mple.com", 80), 2, "host name"),
-        (Start(1, Proto.TCP, "bücher.de", 80), 2, "ASCII"),
-        (Start(1, Proto.TCP, "example.com", 80), 1, "host names"),
-        (Start(1, Proto.TCP, IPv4Address("1.2.3.4"), 0), 2, "port"),
-        (Start(1, Proto.TCP, IPv4Address("1.2.3.4"), 65536), 2, "port"),
-        (Start(U32 + 1, Proto.TCP, IPv4Address("1.2.3.4"), 80), 2, "channel"),
-        (Started(U32 + 1), 2, "channel"),
-        (Stop(1, U64 + 1), 2, "last"),
-        (Stop(-1, 0), 2, "channel"),
-        (Ack(U64 + 1, 0, ()), 2, "largest"),
-        (Ack(0, -1, ()), 2, "delay_us"),
-        (Ack(0, 0, (AckGroup(1, ()),)), 2, "no ranges"),
-        (Ack(0, 0, (AckGroup(1, ((0, 0),)),)), 2, "ascending"),
-        (Ack(0, 0, (AckGroup(1, ((1, 2), (3, 4))),)), 2, "ascending"),
-        (Ack(0, 0, (AckGroup(1, ((5, 6), (1, 2))),)), 2, "ascending"),
-        (Ack(0, 0, (AckGroup(1, ((5, 4),)),)), 2, "ascending"),
-        (Ack(0, 0, (AckGroup(1, ((1, 2), (2, 4))),)), 1, "ascending"),
-        (Terminate(1, 256), 2, "code"),
-        (Close(-1), 2, "code"),
-        (Credit(1, U64 + 1), 2, "max_pnum"),
-        (PathChallenge(b"1234567"), 2, "8 bytes"),
-        (PathResponse(b"123456789"), 2, "8 bytes"),
-        (Credit(1, 2), 1, "v1"),
-        (Close(), 1, "v1"),
-        (PathChallenge(bytes(8)), 1, "v1"),
-        (PathResponse(bytes(8)), 1, "v1"),
-        (KeepAlive(), 3, "version"),
+        (Start(1, Proto.TCP, "a" * 256, 80), "host name"),
+        (Start(1, Proto.TCP, "", 80), "host name"),
+        (Start(1, Proto.TCP, "exa mple.com", 80), "host name"),
+        (Start(1, Proto.TCP, "bücher.de", 80), "ASCII"),
+        (Start(1, Proto.TCP, IPv4Address("1.2.3.4"), 0), "port"),
+        (Start(1, Proto.TCP, IPv4Address("1.2.3.4"), 65536), "port"),
+        (Start(U32 + 1, Proto.TCP, IPv4Address("1.2.3.4"), 80), "channel"),
+        (Started(U32 + 1), "channel"),
+        (Stop(1, U64 + 1), "last"),
+        (Stop(-1, 0), "channel"),
+        (Ack(U64 + 1, 0, ()), "largest"),
+        (Ack(0, -1, ()), "delay_us"),
+        (Ack(0, 0, (AckGroup(1, ()),)), "no ranges"),
+        (Ack(0, 0, (AckGroup(1, ((0, 0),)),)), "ascending"),
+        (Ack(0, 0, (AckGroup(1, ((1, 2), (3, 4))),)), "ascending"),
+        (Ack(0, 0, (AckGroup(1, ((5, 6), (1, 2))),)), "ascending"),
+        (Ack(0, 0, (AckGroup(1, ((5, 4),)),)), "ascending"),
+        (Terminate(1, 256), "code"),
+        (Close(-1), "code"),
+        (Credit(1, U64 + 1), "max_pnum"),
+        (PathChallenge(b"1234567"), "8 bytes"),
+        (PathResponse(b"123456789"), "8 bytes"),
     ],
 )
-def test_encode_rejects_local_misuse(cmd: Command, version: int, match: str) -> None:
+def test_encode_rejects_local_misuse(cmd: Command, match: str) -> None:
     with pytest.raises(ValueError, match=match) as info:
-        encode_command(cmd, version=version)
+        encode_command(cmd)
     assert not isinstance(info.value, WireError)
-
-
-def test_parse_rejects_unknown_version() -> None:
-    with pytest.raises(ValueError, match="version"):
-        parse_command_untrusted(b"\x04", from_server=False, version=3)
 
 
 def test_hostname_limits() -> None:
@@ -832,9 +652,9 @@ def test_ack_from_ranges_properties(
 
 
 def test_parse_helper_distinguishes_success() -> None:
-    check: Callable[[bytes, bool, int], Command | None] = _parse_or_wire_error
-    assert check(h("0400"), False, 2) == KeepAlive()
-    assert check(h("0403"), False, 2) is None
+    check: Callable[[bytes, bool], Command | None] = _parse_or_wire_error
+    assert check(h("0400"), False) == KeepAlive()
+    assert check(h("0403"), False) is None
 
 
 def test_ack_packet_ranges_below_zero_are_malformed() -> None:

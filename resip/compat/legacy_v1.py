@@ -20,7 +20,8 @@ Contract:
 
 What this module does not do: channel state (existence, compression setting, ordering,
 duplicates, reassembly). That belongs to the session layer, which sees the
-:class:`~resip.wire.Record` values this codec returns.
+:class:`~resip.wire.Record` values this codec returns. Records and command messages are
+encoded by :mod:`resip.compat.legacy_v1_wire`.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from enum import StrEnum
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from resip.compat.legacy_v1_wire import encode_record_v1, parse_record_v1_untrusted
 from resip.errors import ConfigError, DecryptError, LocalProtocolError, WireError
-from resip.wire import Record, encode_record, int_bits, parse_record_v1_fields_untrusted
+from resip.wire import Record, int_bits
 
 __all__ = [
     "DEFAULT_PACKET_SIZE",
@@ -294,7 +296,7 @@ class LegacyV1Codec:
             raise LocalProtocolError(
                 f"{len(record.data)} data bytes exceed the v1 fragment limit of {limit}"
             )
-        body = encode_record(record)
+        body = encode_record_v1(record)
         # Draw random bytes in the prototype's order so known-answer vectors replay.
         inner = self._rand(1) + body
         pad = self._inner_size - len(inner)
@@ -327,7 +329,7 @@ class LegacyV1Codec:
             raise DecryptError("v1 HMAC mismatch")
         inner = self._session.unwrap(ciphertext)
         # inner[0] is the random byte; the rest after the record is random padding.
-        record, _end = parse_record_v1_fields_untrusted(inner, 1, strict=False)
+        record, _end = parse_record_v1_untrusted(inner, 1)
         if record.from_server == self.is_server:
             raise WireError("v1 record carries our own direction bit")
         _check_record_fields(record, WireError)
@@ -410,25 +412,38 @@ def fragment_message(
         chunk = data[pos : pos + chunk_size]
         pos += len(chunk)
         message = deflate(chunk) if compress else chunk
-        mpos = 0
-        while True:
-            size = max_fragment(channel, pnum)
-            piece = message[mpos : mpos + size]
-            mpos += len(piece)
-            last = mpos >= len(message)
-            records.append(
-                Record(
-                    channel=channel,
-                    pnum=pnum,
-                    data=piece,
-                    from_server=from_server,
-                    compressed=compress,
-                    fragment=not last,
-                )
-            )
-            pnum += 1
-            if last:
-                break
+        pnum = _cut_message(records, message, channel, pnum, from_server, max_fragment, compress)
         if channel == 0 and len(records) > 1:
             raise LocalProtocolError("channel 0 messages must fit in one v1 packet")
     return records
+
+
+def _cut_message(
+    records: list[Record],
+    message: bytes,
+    channel: int,
+    pnum: int,
+    from_server: bool,
+    max_fragment: Callable[[int, int], int],
+    compress: bool,
+) -> int:
+    """Append the fragments of one message to ``records``; returns the next free pnum."""
+    mpos = 0
+    while True:
+        size = max_fragment(channel, pnum)
+        piece = message[mpos : mpos + size]
+        mpos += len(piece)
+        last = mpos >= len(message)
+        records.append(
+            Record(
+                channel=channel,
+                pnum=pnum,
+                data=piece,
+                from_server=from_server,
+                compressed=compress,
+                fragment=not last,
+            )
+        )
+        pnum += 1
+        if last:
+            return pnum
