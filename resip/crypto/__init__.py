@@ -1,0 +1,82 @@
+"""ResIP v2 packet protection: AEAD cipher suites, key schedule, header protection, replay window.
+
+This package implements docs/PROTOCOL.md sections 2 and 3 and nothing else. It is sans-IO:
+no sockets, no clock reads (every time-dependent call takes ``now``), no randomness (all
+secrets are passed in).
+
+Contract and invariants (each room's docstring has its own):
+
+- **Nonce uniqueness.** Each direction of a session has one 48-bit packet counter that never
+  resets and is consumed before the AEAD runs (:mod:`resip.crypto.protector`).
+- **Key separation.** Direction and session id are bound into every key
+  (:mod:`resip.crypto.keys`), and the direction bit of the header is authenticated.
+- **Nothing changes before authentication.** Replay window and key epochs move only for an
+  authentic, new packet (:mod:`resip.crypto.protector`, :mod:`resip.crypto.replay`).
+- **Untrusted input.** ``*_untrusted`` functions raise only :class:`~resip.errors.WireError`
+  (malformed bytes) or :class:`~resip.errors.DecryptError` (bad tag, wrong direction, wrong
+  session, replay, stale epoch) whatever bytes they get.
+
+Rooms (this module re-exports their public names):
+
+- :mod:`resip.crypto.header`: packet sizes, :class:`Header`, :class:`HeaderProtection`.
+- :mod:`resip.crypto.keys`: :class:`Suite`, :class:`KeyLimits`, the key schedule.
+- :mod:`resip.crypto.replay`: :class:`ReplayWindow`.
+- :mod:`resip.crypto.protector`: :class:`PacketProtector`, :class:`Opened`,
+  :class:`ReceiveState`.
+"""
+
+from __future__ import annotations
+
+from resip.crypto.header import (
+    HEADER_SIZE,
+    HP_KEY_SIZE,
+    MAX_COUNTER,
+    MAX_DATAGRAM,
+    MAX_INNER,
+    MIN_DATAGRAM,
+    MIN_INNER,
+    OVERHEAD,
+    SESSION_ID_SIZE,
+    TAG_SIZE,
+    VERSION,
+    Header,
+    HeaderProtection,
+)
+from resip.crypto.keys import (
+    IV_SIZE,
+    KEY_SIZE,
+    SESSION_SECRET_SIZE,
+    KeyLimits,
+    Suite,
+    derive_epoch_keys,
+    derive_initial_secret,
+)
+from resip.crypto.protector import Opened, PacketProtector, ReceiveState
+from resip.crypto.replay import ReplayWindow
+
+__all__ = [
+    "HEADER_SIZE",
+    "HP_KEY_SIZE",
+    "IV_SIZE",
+    "KEY_SIZE",
+    "MAX_COUNTER",
+    "MAX_DATAGRAM",
+    "MAX_INNER",
+    "MIN_DATAGRAM",
+    "MIN_INNER",
+    "OVERHEAD",
+    "SESSION_ID_SIZE",
+    "SESSION_SECRET_SIZE",
+    "TAG_SIZE",
+    "VERSION",
+    "Header",
+    "HeaderProtection",
+    "KeyLimits",
+    "Opened",
+    "PacketProtector",
+    "ReceiveState",
+    "ReplayWindow",
+    "Suite",
+    "derive_epoch_keys",
+    "derive_initial_secret",
+]
