@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import zstandard
 
+from resip.codes import CloseCode
 from resip.errors import ProtocolViolation
 from resip.rangeset import RangeSet
 from resip.wire import Proto, record_overhead
@@ -41,8 +42,6 @@ INITIAL_CREDIT = 256
 MAX_INFLATED = 1 << 20
 #: Largest message (datagram or compressed run) a receiver reassembles.
 MAX_MESSAGE = MAX_INFLATED
-#: Code carried in CLOSE/ProtocolViolation for a malformed channel message.
-PROTOCOL_ERROR = 2
 #: After this many messages in a row that did not shrink, stop trying for a while:
 #: proxied traffic is mostly TLS, and compressing ciphertext only burns CPU.
 _INCOMPRESSIBLE_STREAK = 4
@@ -331,7 +330,7 @@ class RecvSide:
         if pnum > self.advertised:
             return []
         if self.fin_last is not None and pnum > self.fin_last:
-            raise ProtocolViolation(PROTOCOL_ERROR, "record after the channel's STOP")
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "record after the channel's STOP")
         if not self.received.add(pnum):
             self.duplicates += 1
             return []
@@ -350,7 +349,7 @@ class RecvSide:
                 self._parts.append(data)
                 self._parts_size += len(data)
                 if self._parts_size > MAX_MESSAGE:
-                    raise ProtocolViolation(PROTOCOL_ERROR, "message larger than 1 MiB")
+                    raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "message larger than 1 MiB")
                 if fragment:
                     nxt += 1
                     continue
@@ -371,10 +370,14 @@ class RecvSide:
             params = zstandard.get_frame_parameters(data)
             size = params.content_size
             if size <= 0 or size > MAX_INFLATED:
-                raise ProtocolViolation(PROTOCOL_ERROR, "compressed message without a valid size")
+                raise ProtocolViolation(
+                    CloseCode.PROTOCOL_ERROR, "compressed message without a valid size"
+                )
             return self._decompressor.decompress(data, max_output_size=size)
         except zstandard.ZstdError as exc:
-            raise ProtocolViolation(PROTOCOL_ERROR, "compressed message does not inflate") from exc
+            raise ProtocolViolation(
+                CloseCode.PROTOCOL_ERROR, "compressed message does not inflate"
+            ) from exc
 
     def consume(self, n: int) -> None:
         """The application passed ``n`` delivered bytes on; their window space frees up."""
@@ -384,7 +387,9 @@ class RecvSide:
         """The peer announced its last pnum."""
         if self.fin_last is None:
             if last < self.delivered_pnum or (self.received and (self.received.last or 0) > last):
-                raise ProtocolViolation(PROTOCOL_ERROR, "STOP below records already received")
+                raise ProtocolViolation(
+                    CloseCode.PROTOCOL_ERROR, "STOP below records already received"
+                )
             self.fin_last = last
 
     @property

@@ -38,6 +38,7 @@ from ipaddress import IPv4Address, IPv6Address
 from resip import events as ev
 from resip.channel import OutRecord, SendSide
 from resip.channel_table import Channel, ChannelStats, ChannelTable
+from resip.codes import CloseCode, TerminateCode
 from resip.config import SessionConfig
 from resip.congestion import Pacer, RateController
 from resip.crypto import OVERHEAD, HeaderProtection, PacketProtector, Suite
@@ -72,18 +73,6 @@ from resip.wire import (
 log = logging.getLogger(__name__)
 
 Path = Hashable
-
-# CLOSE codes (PROTOCOL.md §5.8).
-CLOSE_NORMAL = 0
-CLOSE_IDLE = 1
-CLOSE_PROTOCOL_ERROR = 2
-CLOSE_SHUTDOWN = 3
-CLOSE_EXHAUSTED = 4
-CLOSE_REPLACED = 5
-
-# TERMINATE codes used by the engine itself (PROTOCOL.md §5.6).
-TERMINATE_CHANNEL_LIMIT = 9
-TERMINATE_PROTOCOL_ERROR = 10
 
 #: Channel-0 credit: commands are not flow controlled.
 _UNLIMITED = 1 << 62
@@ -379,7 +368,7 @@ class Session:
             channel.recv.consume(n)
             self.channels.mark_credit(channel_id)
 
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "", *, now: float) -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "", *, now: float) -> None:
         """End the session: a CLOSE goes out with the next datagrams, then nothing."""
         if self._terminated:
             return
@@ -461,7 +450,7 @@ class Session:
                 if counter & 0xFFF == 0:
                     self._received_counters.remove_below(counter - _COUNTER_MEMORY)
         except (WireError, ProtocolViolation) as exc:
-            code = exc.code if isinstance(exc, ProtocolViolation) else CLOSE_PROTOCOL_ERROR
+            code = exc.code if isinstance(exc, ProtocolViolation) else CloseCode.PROTOCOL_ERROR
             self.close(code, f"protocol error: {exc}", now=now)
             return
         if eliciting:
@@ -580,7 +569,9 @@ class Session:
             case PathResponse(data):
                 self._paths.on_response(data)
             case _:
-                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, f"unexpected {type(cmd).__name__}")
+                raise ProtocolViolation(
+                    CloseCode.PROTOCOL_ERROR, f"unexpected {type(cmd).__name__}"
+                )
         return True
 
     def _on_challenge(self, data: bytes, *, now: float) -> None:
@@ -600,13 +591,13 @@ class Session:
 
     def _on_start(self, cmd: Start, *, now: float) -> None:
         if not self.is_server:
-            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "server tried to open a channel")
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "server tried to open a channel")
         outcome = self.channels.create_remote(cmd, now=now)
         if outcome is None:
             return  # a repeated START for a channel we know: ignore
         if outcome == "limit":
             self._queue_command(
-                Terminate(cmd.channel, TERMINATE_CHANNEL_LIMIT, "too many channels"), now=now
+                Terminate(cmd.channel, TerminateCode.CHANNEL_LIMIT, "too many channels"), now=now
             )
             return
         self._events.append(ev.ChannelRequested(cmd.channel, cmd.proto, cmd.host, cmd.port))
@@ -626,7 +617,7 @@ class Session:
 
     def _on_ack(self, ack: Ack, *, now: float) -> None:
         if ack.largest >= self._protector.next_counter:
-            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "ACK of a packet never sent")
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "ACK of a packet never sent")
         self._protector.on_peer_acked(ack.largest)
         inflight = self._inflight
         largest_packet = inflight.packets.get(ack.largest)
@@ -774,7 +765,7 @@ class Session:
         if self._terminated:
             return
         if now >= self._idle_at():
-            self.close(CLOSE_IDLE, "idle timeout", now=now)
+            self.close(CloseCode.IDLE, "idle timeout", now=now)
             return
         if self._inflight.loss_at is not None and now >= self._inflight.loss_at:
             for packet in self._inflight.detect_lost(now=now, loss_delay=self._rtt.loss_delay()):

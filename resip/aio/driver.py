@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Hashable
 
 from resip import events as ev
+from resip.codes import CloseCode
 from resip.session import Session
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class SessionDriver:
         """Stop routing a channel's events."""
         self._listeners.pop(channel_id, None)
 
-    def close(self, code: int = 0, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the session (a CLOSE goes out) and stop the timer."""
         self.session.close(code, reason, now=self.now())
         self.flush()

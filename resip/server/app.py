@@ -43,6 +43,7 @@ from resip.aio.backlog import listen_backlog
 from resip.aio.driver import SessionDriver
 from resip.aio.streams import ChannelSplice
 from resip.aio.udp import enlarge_buffers
+from resip.codes import CloseCode
 from resip.config import HOUR, SessionConfig
 from resip.errors import LocalProtocolError, ResipError, WireError
 from resip.framing import FrameDecoder, encode_frame
@@ -53,7 +54,7 @@ from resip.server.connectors import ConnectError, open_tcp, open_udp
 from resip.server.endpoint import Endpoint
 from resip.server.http_api import FailureLimiter, make_api
 from resip.server.metrics import ServerMetrics
-from resip.session import CLOSE_NORMAL, CLOSE_SHUTDOWN, Session
+from resip.session import Session
 from resip.wire import Proto
 
 __all__ = ["ResipServer", "StartError", "TcpPath", "session_config_for"]
@@ -456,7 +457,7 @@ class ResipServer:
         tasks: list[asyncio.Task[None]] = []
         for served in list(self._sessions.values()):
             tasks.extend(served.tasks)
-            served.driver.close(CLOSE_SHUTDOWN, reason)
+            served.driver.close(CloseCode.SHUTDOWN, reason)
         self._sessions.clear()
         for task in tasks:
             task.cancel()
@@ -509,7 +510,7 @@ class ResipServer:
         served = self._sessions.get(session_id)
         if served is None or served.session.terminated:
             return False
-        served.driver.close(CLOSE_NORMAL, "closed through the session API")
+        served.driver.close(CloseCode.NORMAL, "closed through the session API")
         return True
 
     def _forget(self, served: _ServerSession) -> None:

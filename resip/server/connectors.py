@@ -27,6 +27,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import cast
 
+from resip.codes import TerminateCode
 from resip.errors import ResipError
 from resip.server.acl import Acl, parse_numeric_host
 
@@ -42,14 +43,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IPAddress = IPv4Address | IPv6Address
-
-# TERMINATE codes (PROTOCOL.md §5.6).
-GENERAL_FAILURE = 1
-NOT_ALLOWED = 2
-NETWORK_UNREACHABLE = 3
-HOST_UNREACHABLE = 4
-CONNECTION_REFUSED = 5
-TIMED_OUT = 6
 
 #: Largest datagram read from a UDP target (the largest a UDP/IPv4 datagram can carry).
 MAX_UDP_PAYLOAD = 65507
@@ -95,10 +88,14 @@ async def resolve(
         async with asyncio.timeout(timeout):
             infos = await loop.getaddrinfo(host, port, type=kind)
     except TimeoutError:
-        raise ConnectError(TIMED_OUT, f"resolving {host!r} timed out after {timeout:g} s") from None
+        raise ConnectError(
+            TerminateCode.TIMED_OUT, f"resolving {host!r} timed out after {timeout:g} s"
+        ) from None
     except (socket.gaierror, UnicodeError) as exc:
         detail = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid name"
-        raise ConnectError(HOST_UNREACHABLE, f"name {host!r} does not resolve: {detail}") from None
+        raise ConnectError(
+            TerminateCode.HOST_UNREACHABLE, f"name {host!r} does not resolve: {detail}"
+        ) from None
     addresses: list[IPAddress] = []
     for _, _, _, _, sockaddr in infos:
         try:
@@ -109,7 +106,9 @@ async def resolve(
         if addr not in addresses:
             addresses.append(addr)
     if not addresses:
-        raise ConnectError(HOST_UNREACHABLE, f"name {host!r} has no IPv4 or IPv6 address")
+        raise ConnectError(
+            TerminateCode.HOST_UNREACHABLE, f"name {host!r} has no IPv4 or IPv6 address"
+        )
     return addresses
 
 
@@ -130,21 +129,23 @@ def _allowed(
     if not allowed:
         assert first_denial is not None  # addresses is never empty
         log.info("%s", first_denial)
-        raise ConnectError(NOT_ALLOWED, first_denial)
+        raise ConnectError(TerminateCode.NOT_ALLOWED, first_denial)
     return allowed
 
 
 def _classify(exc: OSError, addr: IPAddress, port: int) -> ConnectError:
     target = format_target(addr, port)
     if isinstance(exc, ConnectionRefusedError):
-        return ConnectError(CONNECTION_REFUSED, f"connection refused by {target}")
+        return ConnectError(TerminateCode.CONNECTION_REFUSED, f"connection refused by {target}")
     if isinstance(exc, TimeoutError):
-        return ConnectError(TIMED_OUT, f"connection to {target} timed out")
+        return ConnectError(TerminateCode.TIMED_OUT, f"connection to {target} timed out")
     if exc.errno in _NET_UNREACH:
-        return ConnectError(NETWORK_UNREACHABLE, f"network unreachable for {target}")
+        return ConnectError(TerminateCode.NETWORK_UNREACHABLE, f"network unreachable for {target}")
     if exc.errno in _HOST_UNREACH:
-        return ConnectError(HOST_UNREACHABLE, f"host unreachable: {target}")
-    return ConnectError(GENERAL_FAILURE, f"cannot connect to {target}: {exc.strerror or exc}")
+        return ConnectError(TerminateCode.HOST_UNREACHABLE, f"host unreachable: {target}")
+    return ConnectError(
+        TerminateCode.GENERAL_FAILURE, f"cannot connect to {target}: {exc.strerror or exc}"
+    )
 
 
 def _family(addr: IPAddress) -> socket.AddressFamily:
@@ -185,18 +186,22 @@ async def open_tcp(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     addresses = await resolve(host, port, kind=socket.SOCK_STREAM, timeout=timeout)
-    error = ConnectError(GENERAL_FAILURE, f"cannot connect to {format_target(host, port)}")
+    error = ConnectError(
+        TerminateCode.GENERAL_FAILURE, f"cannot connect to {format_target(host, port)}"
+    )
     for addr in _allowed(addresses, host, port, acl):
         remaining = deadline - loop.time()
         if remaining <= 0:
-            error = ConnectError(TIMED_OUT, f"connection to {format_target(addr, port)} timed out")
+            error = ConnectError(
+                TerminateCode.TIMED_OUT, f"connection to {format_target(addr, port)} timed out"
+            )
             break
         try:
             async with asyncio.timeout(remaining):
                 return await _connect_tcp(addr, port, limit)
         except TimeoutError:
             error = ConnectError(
-                TIMED_OUT,
+                TerminateCode.TIMED_OUT,
                 f"connection to {format_target(addr, port)} timed out after {timeout:g} s",
             )
         except OSError as exc:
@@ -290,7 +295,9 @@ async def open_udp(
     """
     loop = asyncio.get_running_loop()
     addresses = await resolve(host, port, kind=socket.SOCK_DGRAM, timeout=timeout)
-    error = ConnectError(GENERAL_FAILURE, f"cannot open UDP to {format_target(host, port)}")
+    error = ConnectError(
+        TerminateCode.GENERAL_FAILURE, f"cannot open UDP to {format_target(host, port)}"
+    )
     for addr in _allowed(addresses, host, port, acl):
         target = UdpTarget(on_datagram, on_error)
         try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 from resip import events as ev
+from resip.codes import TerminateCode
 from resip.config import SessionConfig
 from resip.crypto import HeaderProtection, Suite
 from resip.session import Role, Session
@@ -137,7 +138,9 @@ class SimPeer:
                         self.log(channel_id).started = True
                         self._pump(channel_id, now)  # bytes queued before it existed here
                     else:
-                        session.reset_channel(channel_id, 5, reason, now=now)
+                        session.reset_channel(
+                            channel_id, TerminateCode.CONNECTION_REFUSED, reason, now=now
+                        )
                 case ev.ChannelStarted(channel_id):
                     self.log(channel_id).started = True
                 case ev.ChannelWritable(channel_id):
