@@ -12,6 +12,7 @@ from python_socks.async_.asyncio import Proxy
 from resip.enrol import Enrolment
 from resip_proxy.client import ClientError, SessionManager
 from resip_proxy.frontend import ProxyFrontend
+from resip_proxy.transport_events import Outage
 
 from .fixture import FixtureServer, StubApi, echo_server
 from .test_frontend import free_port, roundtrip
@@ -143,7 +144,7 @@ async def test_server_restart_ends_channels_and_creates_a_new_session(
             server.restart()
             # The old session now gets no answer; start the check at once instead of
             # waiting for the 10 s outage rule.
-            manager._trouble.set()
+            manager._feed(Outage(asyncio.get_running_loop().time()))
             # The application sees its connection closed (EOF), not a hang.
             assert await asyncio.wait_for(reader.read(), 10) == b""
             writer.close()
