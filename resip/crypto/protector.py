@@ -14,6 +14,9 @@ Contract and invariants:
   verified and the replay window accepted the counter. Forgeries only bump the
   ``failed_decrypts`` statistic (needed for the integrity limit) and may fill a
   deterministic key-derivation cache.
+- **One unmasking per datagram.** A datagram the server already unmasked to route it
+  (:meth:`~resip.crypto.HeaderProtection.unmask_for_open_untrusted`) is opened with that
+  result; every check is the same as for one unmasked here.
 - **Untrusted input.** :meth:`PacketProtector.open_untrusted` raises only
   :class:`~resip.errors.WireError` (malformed bytes) or :class:`~resip.errors.DecryptError`
   (bad tag, wrong direction, wrong session, replay, stale epoch) whatever bytes it gets.
@@ -98,6 +101,7 @@ class PacketProtector:
 
     __slots__ = (
         "_failed",
+        "_hp",
         "_hp_by_first_byte",
         "_limits",
         "_max_failed",
@@ -155,6 +159,7 @@ class PacketProtector:
         self._limits = limits
         self._max_failed = limits.max_failed_decrypts
         self._nonce_audit = nonce_audit
+        self._hp = hp
         # Shared with hp (not copied), so the receive path needs no extra method call.
         self._hp_by_first_byte = hp._by_first_byte
         tx_secret = derive_initial_secret(session_secret, session_id, from_server=is_server)
@@ -336,35 +341,25 @@ class PacketProtector:
 
         Raises :class:`WireError` for malformed bytes and :class:`DecryptError` for a bad
         tag, the wrong direction or session id, a replay or a stale key epoch. State changes
-        only when the packet is authentic and new.
+        only when the packet is authentic and new. A datagram the server's endpoint already
+        unmasked (:meth:`HeaderProtection.unmask_for_open_untrusted`) is not unmasked again.
         """
         if not MIN_DATAGRAM <= len(datagram) <= MAX_DATAGRAM:
             raise WireError(f"datagram of {len(datagram)} bytes is outside 34..65535")
-        enc = self._hp_by_first_byte.get(datagram[0])
-        if enc is None:
-            raise WireError("unknown version or header-protection key id")
-        rest = int.from_bytes(datagram[1:16]) ^ (int.from_bytes(enc.update(datagram[16:32])) >> 8)
+        routed = self._hp._routed
+        if routed is not None and routed[0] is datagram:
+            # Same object, same keys: exactly the value unmasking would give.
+            rest = routed[1]
+        else:
+            enc = self._hp_by_first_byte.get(datagram[0])
+            if enc is None:
+                raise WireError("unknown version or header-protection key id")
+            rest = int.from_bytes(datagram[1:16]) ^ (
+                int.from_bytes(enc.update(datagram[16:32])) >> 8
+            )
         if (rest >> 48) | _PHASE_IN_SID_WORD != self._rx_expect:
             self._reject_header(rest)
-        return self._open(rest, datagram[:1] + rest.to_bytes(15), datagram, now, None)
-
-    def open_with_header_untrusted(self, header: Header, datagram: bytes, *, now: float) -> Opened:
-        """As :meth:`open_untrusted`, for a ``header`` already unmasked from ``datagram``.
-
-        The server endpoint unmasks once to find the session, then calls this. The header is
-        authenticated here as associated data, so a header that does not belong to
-        ``datagram`` fails with :class:`DecryptError`.
-        """
-        if not MIN_DATAGRAM <= len(datagram) <= MAX_DATAGRAM:
-            raise WireError(f"datagram of {len(datagram)} bytes is outside 34..65535")
-        try:
-            aad = header.pack()
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise WireError(f"invalid header: {exc}") from None
-        rest = int.from_bytes(aad[1:])
-        if (rest >> 48) | _PHASE_IN_SID_WORD != self._rx_expect:
-            self._reject_header(rest)
-        return self._open(rest, aad, datagram, now, header)
+        return self._open(rest, datagram[:1] + rest.to_bytes(15), datagram, now)
 
     def _reject_header(self, rest: int) -> None:
         """Say why a header is not for us (cold path: the fast check already failed)."""
@@ -375,9 +370,7 @@ class PacketProtector:
             raise DecryptError("packet has our own direction")
         raise DecryptError("packet belongs to another session")
 
-    def _open(
-        self, rest: int, aad: bytes, datagram: bytes, now: float, header: Header | None
-    ) -> Opened:
+    def _open(self, rest: int, aad: bytes, datagram: bytes, now: float) -> Opened:
         if self._failed >= self._max_failed:
             raise DecryptError("integrity limit reached")
         counter = rest & COUNTER_MASK
@@ -411,11 +404,10 @@ class PacketProtector:
         if self._rx_prev is not None and now >= self._rx_prev_until:
             self._rx_prev = None  # free the expired key; it would be refused anyway
 
-        if header is None:
-            header = new_tuple(
-                Header,
-                (aad[0] & 0x0F, bool(rest & (FLAG_FROM_SERVER << 112)), phase, aad[2:10], counter),
-            )
+        header = new_tuple(
+            Header,
+            (aad[0] & 0x0F, bool(rest & (FLAG_FROM_SERVER << 112)), phase, aad[2:10], counter),
+        )
         return new_tuple(Opened, (header, plaintext, keys.epoch))
 
     def _other_epoch(self, counter: int, now: float) -> tuple[EpochKeys, int]:

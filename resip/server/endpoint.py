@@ -9,7 +9,8 @@ Contract:
   :class:`SessionLimitReached` instead.
 - :meth:`Endpoint.route_untrusted` takes any bytes from the network and returns the session
   they claim to belong to, or ``None``. It only unmasks the header (one AES block); the
-  session itself authenticates the packet. Malformed datagrams and unknown session ids are
+  session itself authenticates the packet, reusing that unmasked header rather than
+  unmasking again. Malformed datagrams and unknown session ids are
   dropped silently and counted in :attr:`Endpoint.stats`; nothing here ever raises for bad
   input, so a forged flood costs one AES block per datagram and no state.
 - A session that has terminated is removed the next time it is looked up (or by
@@ -194,10 +195,12 @@ class Endpoint:
         """The live session ``datagram`` names, or ``None`` (dropped silently and counted).
 
         Only the header is unmasked here; the caller feeds the datagram to the session,
-        which authenticates it before anything changes.
+        which authenticates it before anything changes. Unmasking through
+        ``unmask_for_open_untrusted`` lets the session's protector open this same object
+        without unmasking it a second time.
         """
         try:
-            header = self.hp.unmask_untrusted(datagram)
+            header = self.hp.unmask_for_open_untrusted(datagram)
         except WireError:
             self.stats.malformed += 1
             return None

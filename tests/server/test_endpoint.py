@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,34 @@ def test_genuine_packet_is_routed_and_authenticates() -> None:
     assert session.packets_received == 1
     assert session.peer == CLIENT
     assert endpoint.stats.routed == 1
+
+
+class _CountingEcb:
+    """Stands in for a header-protection encryptor and counts the blocks it masks."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def update(self, data: bytes) -> bytes:
+        self.calls += 1
+        return bytes(self.inner.update(data))
+
+
+def test_a_routed_datagram_is_unmasked_once() -> None:
+    endpoint = make_endpoint()
+    session, creds = endpoint.create_session(0.0)
+    datagram = first_datagram(creds)
+    table: dict[int, Any] = endpoint.hp._by_first_byte  # shared with the session's protector
+    counting = _CountingEcb(table[datagram[0]])
+    table[datagram[0]] = counting
+    try:
+        assert endpoint.route_untrusted(datagram) is session
+        session.receive_datagram(datagram, CLIENT, now=0.01)
+    finally:
+        table[datagram[0]] = counting.inner
+    assert session.packets_received == 1
+    assert counting.calls == 1
 
 
 def test_unknown_session_id_is_dropped_silently_and_counted() -> None:

@@ -237,23 +237,45 @@ def test_header_protection_hides_the_header() -> None:
     assert make_hp().unmask_untrusted(memoryview(packet)) == header  # type: ignore[arg-type,unused-ignore]
 
 
-def test_open_with_header_untrusted() -> None:
-    client, server = make_pair()
-    hp = make_hp()
+def _outcome(server: PacketProtector, datagram: bytes) -> object:
+    try:
+        opened = server.open_untrusted(datagram, now=0.0)
+    except (WireError, DecryptError) as exc:
+        return (type(exc), str(exc), server.receive_state())
+    return (opened, server.receive_state())
+
+
+def test_open_after_routing_is_exactly_open() -> None:
+    """The header kept by unmask_for_open_untrusted gives the same result as unmasking."""
+    client, plain = make_pair()
+    _, routed = make_pair()
     packets = [client.seal(bytes([i]) * 40, now=0.0) for i in range(3)]
-    header = hp.unmask_untrusted(packets[0])
-    opened = server.open_with_header_untrusted(header, packets[0], now=0.0)
-    assert opened.plaintext == bytes([0]) * 40
-    assert opened.header is header
-    # A header that does not belong to the datagram fails authentication, changing nothing.
-    before = server.receive_state()
-    other = hp.unmask_untrusted(packets[2])
+    last = packets[2]
+    candidates = [*packets, packets[1], packets[0][:20]]  # a replay, a runt
+    # every header byte and the mask sample, flipped
+    candidates += [last[:i] + bytes([last[i] ^ 0x10]) + last[i + 1 :] for i in range(32)]
+    hp = routed._hp
+    for datagram in candidates:
+        with contextlib.suppress(WireError):
+            header = hp.unmask_for_open_untrusted(datagram)
+            assert header == hp.unmask_untrusted(datagram)
+        assert _outcome(routed, datagram) == _outcome(plain, datagram)
+
+
+def test_only_the_routed_object_skips_unmasking() -> None:
+    client, server = make_pair()
+    hp = server._hp
+    first, second = client.seal(INNER, now=0.0), client.seal(INNER, now=0.0)
+    hp.unmask_for_open_untrusted(first)
+    assert hp._routed is not None
+    assert hp._routed[0] is first
+    # Another datagram (also an equal copy of the routed one) is unmasked afresh.
+    assert server.open_untrusted(second, now=0.0).header.counter == 1
+    assert server.open_untrusted(bytes(bytearray(first)), now=0.0).header.counter == 0
+    # The kept value really is what the routed object is opened with.
+    hp._routed = (first, 0)
     with pytest.raises(DecryptError):
-        server.open_with_header_untrusted(other, packets[1], now=0.0)
-    with pytest.raises(WireError):
-        server.open_with_header_untrusted(header, packets[1][:20], now=0.0)
-    assert server.receive_state() == before
-    assert server.open_untrusted(packets[1], now=0.0).header.counter == 1
+        server.open_untrusted(first, now=0.0)
 
 
 def test_seal_rejects_bad_inner_sizes() -> None:
