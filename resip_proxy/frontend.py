@@ -12,9 +12,12 @@ else is an HTTP/1.x proxy request. Each accepted request becomes one channel of 
   the server's STARTED (``connect_timeout``, 30 s); a TERMINATE becomes the SOCKS5
   reply with the same code, or HTTP 403 (ACL), 504 (timeout) or 502 (anything else).
   Bytes the client pipelined after its request are forwarded, not dropped.
-- HTTP absolute-URI requests (``GET http://host/...``): a channel to ``host:port``
-  gets the rewritten request head and then the connection is spliced; one request
-  per client connection (the response says ``Connection: close``).
+- HTTP absolute-URI requests (``GET http://host/...``): forwarded as an HTTP/1.1
+  proxy does (:mod:`resip_proxy.http_forward`): the client connection stays open for
+  the next request unless either side says ``Connection: close`` or speaks HTTP/1.0,
+  and each origin connection is one channel, reused for the next request to the same
+  ``host:port``. A CONNECT may follow on the same connection. An idle kept-alive
+  connection is closed after ``keepalive_timeout`` (60 s).
 - SOCKS5 UDP ASSOCIATE: a UDP relay socket on the listener's own address, accepting
   datagrams only from the control connection's client IP (and, after the first one,
   only from that port). Fragments and malformed headers are dropped. Each destination
@@ -34,18 +37,18 @@ import functools
 import hmac
 import ipaddress
 import logging
-import re
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any, cast
 
 from resip import events as ev
 from resip.aio.backlog import listen_backlog
+from resip.aio.driver import Listener
 from resip.errors import ResipError
 from resip.wire import Proto
 
 from .client import Channel, ChannelFailed, SessionManager, target_host
 from .http_connect import HttpError, HttpProxyServer, ProxyRequest, response
+from .http_forward import HttpForwarder, OriginStream, error_response, http_status_for
 from .socks5 import (
     Host,
     ProxyProtocolError,
@@ -72,27 +75,11 @@ _SOCKS_REPLIES = {
     8: Reply.ADDRESS_TYPE_NOT_SUPPORTED,
 }
 _READ = 16 * 1024
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
 def socks_reply_for(code: int) -> Reply:
     """The SOCKS5 reply for a channel TERMINATE code."""
     return _SOCKS_REPLIES.get(code, Reply.GENERAL_FAILURE)
-
-
-def http_status_for(code: int) -> int:
-    """The HTTP status for a channel TERMINATE code: 403 ACL, 504 timeout, else 502."""
-    return {2: 403, 6: 504}.get(code, 502)
-
-
-def _error_response(status: int, reason: str) -> bytes:
-    text = _UNPRINTABLE.sub("?", reason)[:200] or "error"
-    return response(
-        status,
-        HTTPStatus(status).phrase,
-        headers=[("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
-        body=f"{text}\n".encode(),
-    )
 
 
 class ProxyFrontend:
@@ -107,14 +94,20 @@ class ProxyFrontend:
         connect_timeout: float = 30.0,
         handshake_timeout: float = 30.0,
         max_udp_channels: int = 64,
+        keepalive_timeout: float = 60.0,
     ) -> None:
-        """``credentials`` = (user, password) requires SOCKS5/HTTP proxy authentication."""
+        """``credentials`` = (user, password) requires SOCKS5/HTTP proxy authentication.
+
+        ``keepalive_timeout`` bounds how long a kept-alive HTTP client connection may
+        wait for (and send) its next request head.
+        """
         self._manager = manager
         self._listen = listen
         self._credentials = credentials
         self.connect_timeout = connect_timeout
         self.handshake_timeout = handshake_timeout
         self.max_udp_channels = max_udp_channels
+        self.keepalive_timeout = keepalive_timeout
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -205,15 +198,7 @@ class ProxyFrontend:
         ``peer`` (the local client's address) is kept on the session's channel for
         status views (``resip-proxy status``); failures go to the manager's event log.
         """
-        try:
-            channel = self._manager.open_channel(target_host(host), port, Proto.TCP)
-        except ChannelFailed as exc:
-            self._manager.note("channel-failed", f"{host}:{port}: {exc}")
-            raise
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            state = channel.driver.session.channels.get(channel.id)
-            if state is not None:
-                state.extra["local_peer"] = f"{peer[0]}:{peer[1]}"
+        channel = self._new_channel(host, port, peer)
         try:
             await channel.wait_started(self.connect_timeout)
         except asyncio.CancelledError:
@@ -222,6 +207,33 @@ class ProxyFrontend:
         except ChannelFailed as exc:
             self._manager.note("channel-failed", f"{host}:{port}: {exc}")
             raise
+        return channel
+
+    async def _open_origin(self, host: Host, port: int, peer: object) -> OriginStream:
+        """Like :meth:`_open`, as the stream of one origin connection of the HTTP proxy."""
+        stream = OriginStream(host, port)
+        channel = self._new_channel(host, port, peer, stream.on_event)
+        try:
+            await stream.start(channel, self.connect_timeout)
+        except ChannelFailed as exc:
+            self._manager.note("channel-failed", f"{host}:{port}: {exc}")
+            raise
+        return stream
+
+    def _new_channel(
+        self, host: Host, port: int, peer: object, listener: Listener | None = None
+    ) -> Channel:
+        try:
+            channel = self._manager.open_channel(
+                target_host(host), port, Proto.TCP, listener=listener
+            )
+        except ChannelFailed as exc:
+            self._manager.note("channel-failed", f"{host}:{port}: {exc}")
+            raise
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            state = channel.driver.session.channels.get(channel.id)
+            if state is not None:
+                state.extra["local_peer"] = f"{peer[0]}:{peer[1]}"
         return channel
 
     # -- SOCKS5 -------------------------------------------------------------------------
@@ -312,33 +324,76 @@ class ProxyFrontend:
         writer: asyncio.StreamWriter,
         deadline: float,
     ) -> None:
+        peer = writer.get_extra_info("peername")
+        forwarder = HttpForwarder(reader, writer, functools.partial(self._open_origin, peer=peer))
+        kept_alive = False
+        try:
+            while True:
+                try:
+                    parsed = await self._http_request(data, reader, writer, deadline)
+                except TimeoutError:
+                    if not kept_alive:
+                        raise
+                    log.debug("client %s: idle kept-alive connection closed", peer)
+                    return
+                if parsed is None:
+                    return
+                request, data = parsed
+                if request.is_connect:
+                    forwarder.close()
+                    await self._http_connect(request, data, reader, writer)
+                    return
+                rest = await forwarder.forward(request, data)
+                if rest is None:
+                    return
+                data, kept_alive = rest, True
+                # Kept alive: the next request head may take this long to arrive.
+                deadline = asyncio.get_running_loop().time() + self.keepalive_timeout
+        finally:
+            forwarder.close()
+
+    async def _http_request(
+        self,
+        data: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        deadline: float,
+    ) -> tuple[ProxyRequest, bytes] | None:
+        """The next request head and the bytes after it; None once answered or gone."""
         codec = HttpProxyServer(credentials=self._check())
         while True:
-            codec.receive_data(data)
-            event = codec.next_event()
-            if isinstance(event, HttpError):
-                log.debug("HTTP proxy request rejected: %d %s", event.status, event.reason)
-                writer.write(event.response())
-                await writer.drain()
-                return
-            if isinstance(event, ProxyRequest):
-                break
+            if data:
+                codec.receive_data(data)
+                event = codec.next_event()
+                if isinstance(event, HttpError):
+                    log.debug("HTTP proxy request rejected: %d %s", event.status, event.reason)
+                    writer.write(event.response())
+                    await writer.drain()
+                    return None
+                if isinstance(event, ProxyRequest):
+                    return event, codec.trailing_data()
             data = await self._read(reader, deadline)
             if not data:
-                return  # vanished mid-request
+                return None  # vanished mid-request, or closed between requests
+
+    async def _http_connect(
+        self,
+        request: ProxyRequest,
+        data: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         try:
-            channel = await self._open(event.host, event.port, writer.get_extra_info("peername"))
+            channel = await self._open(
+                request.host, request.port, writer.get_extra_info("peername")
+            )
         except ChannelFailed as exc:
-            log.info("HTTP %s %s:%d failed: %s", event.method, event.host, event.port, exc)
-            writer.write(_error_response(http_status_for(exc.code), exc.reason))
+            log.info("HTTP CONNECT %s:%d failed: %s", request.host, request.port, exc)
+            writer.write(error_response(http_status_for(exc.code), exc.reason))
             await writer.drain()
             return
-        if event.is_connect:
-            writer.write(response(200, "Connection established"))
-            initial = codec.trailing_data()
-        else:
-            initial = event.forward_head + codec.trailing_data()
-        await channel.splice(reader, writer).run(initial=initial)
+        writer.write(response(200, "Connection established"))
+        await channel.splice(reader, writer).run(initial=data)
 
 
 class _UdpRelay(asyncio.DatagramProtocol):

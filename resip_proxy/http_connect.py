@@ -11,11 +11,11 @@ What is accepted
 - Any other method with an absolute URI ``http://host[:port]/path?query``, as
   browsers send it to a plain-HTTP proxy. The request is rewritten into
   :attr:`ProxyRequest.forward_head`: origin form, ``Host`` from the URI (RFC 9112
-  §3.2.2), hop-by-hop and ``Proxy-*`` fields removed, ``Connection: close`` added.
-  The caller sends ``forward_head`` to the origin, then ``trailing_data()``, then
-  splices both directions. One request per client connection: the body is never
-  parsed, so framing fields (``Content-Length``, ``Transfer-Encoding``) are checked
-  for conflicts and forwarded untouched.
+  §3.2.2), hop-by-hop and ``Proxy-*`` fields removed, and ``Connection: close`` only
+  when the client asked for it (in ``Connection`` or ``Proxy-Connection``). The body
+  is not parsed here: framing fields (``Content-Length``, ``Transfer-Encoding``) are
+  checked for conflicts and kept, and :mod:`resip_proxy.http_forward` frames the
+  body, the response and the next request on the same connection (keep-alive).
 
 Everything else is an :class:`HttpError` whose :meth:`HttpError.response` is ready
 to send before closing: 400 malformed (including origin-form "this is a proxy" and
@@ -474,13 +474,24 @@ def _forward_head(
         if name.lower() == "connection":
             dropped.update(item.strip().lower() for item in value.split(","))
     dropped -= _FRAMING
-    # The client's version is kept: the response is spliced back untouched, and an
-    # HTTP/1.0 client cannot read the chunked answer an HTTP/1.1 request may get.
+    # The client's version is kept: whoever frames the answer must know whether the
+    # client can read chunked (HTTP/1.0 cannot) and keep the connection open.
     lines = [f"{method} {origin_target} {version}", f"Host: {host_value}"]
     lines.extend(
         f"{name}: {value}"
         for name, value in headers
         if name.lower() not in dropped and not name.lower().startswith("proxy-")
     )
-    lines.append("Connection: close")
+    if _wants_close(headers):
+        lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _wants_close(headers: tuple[tuple[str, str], ...]) -> bool:
+    # Proxy-Connection is not standard, but old clients say "close" there instead.
+    return any(
+        token.strip().lower() == "close"
+        for name, value in headers
+        if name.lower() in ("connection", "proxy-connection")
+        for token in value.split(",")
+    )

@@ -117,7 +117,7 @@ async def test_http_absolute_uri_get(proxy: ProxyFrontend) -> None:
         answer = await raw(
             proxy,
             f"GET http://127.0.0.1:{port}/some/where HTTP/1.1\r\nHost: ignored\r\n"
-            "Proxy-Connection: keep-alive\r\n\r\n".encode(),
+            "Proxy-Connection: keep-alive\r\nConnection: close\r\n\r\n".encode(),
         )
     finally:
         await runner.cleanup()

@@ -208,7 +208,6 @@ def test_browser_get_is_rewritten_exactly() -> None:
         b"User-Agent: test/1.0\r\n"
         b"Accept: text/html,*/*\r\n"
         b"Cookie: a=b\r\n"
-        b"Connection: close\r\n"
         b"\r\n"
     )
     _absolute("GET", "http://Example.com/path/a.html?q=1&r=%20", "Example.com", 80, raw, fwd)
@@ -237,7 +236,7 @@ def test_absolute_uri_forms(
     target: str, host: Host, port: int, origin: str, host_field: str
 ) -> None:
     raw = f"GET {target} HTTP/1.1\r\n\r\n".encode()
-    fwd = f"GET {origin} HTTP/1.1\r\nHost: {host_field}\r\nConnection: close\r\n\r\n".encode()
+    fwd = f"GET {origin} HTTP/1.1\r\nHost: {host_field}\r\n\r\n".encode()
     _absolute("GET", target, host, port, raw, fwd)
 
 
@@ -254,25 +253,32 @@ def test_hop_by_hop_and_connection_listed_fields_are_removed() -> None:
         b"X-Keep: yes\n"
         b"\n"
     )
-    # HTTP/1.0 is kept (the answer is spliced back untouched); Content-Length is
-    # framing and survives even when Connection lists it.
-    fwd = (
-        b"POST /up HTTP/1.0\r\n"
-        b"Host: a.b\r\n"
-        b"Content-Length: 5\r\n"
-        b"X-Keep: yes\r\n"
-        b"Connection: close\r\n"
-        b"\r\n"
-    )
+    # HTTP/1.0 is kept (it decides how the answer is framed and that the client
+    # connection closes after it); Content-Length is framing and survives even when
+    # Connection lists it.
+    fwd = b"POST /up HTTP/1.0\r\nHost: a.b\r\nContent-Length: 5\r\nX-Keep: yes\r\n\r\n"
     _absolute("POST", "http://a.b/up", "a.b", 80, raw, fwd)
+
+
+@pytest.mark.parametrize(
+    ("field", "kept"),
+    [
+        (b"Connection: close", b"X-Foo: 1\r\n"),
+        (b"Connection: X-Foo, Close", b""),  # the listed field is hop-by-hop and goes
+        (b"Proxy-Connection: close", b"X-Foo: 1\r\n"),
+    ],
+)
+def test_a_client_asking_to_close_is_forwarded_as_connection_close(
+    field: bytes, kept: bytes
+) -> None:
+    raw = b"GET http://a.b/ HTTP/1.1\r\n" + field + b"\r\nX-Foo: 1\r\n\r\n"
+    fwd = b"GET / HTTP/1.1\r\nHost: a.b\r\n" + kept + b"Connection: close\r\n\r\n"
+    _absolute("GET", "http://a.b/", "a.b", 80, raw, fwd)
 
 
 def test_chunked_body_is_forwarded_untouched() -> None:
     raw = b"POST http://a.b/ HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
-    fwd = (
-        b"POST / HTTP/1.1\r\nHost: a.b\r\nTransfer-Encoding: gzip, chunked\r\n"
-        b"Connection: close\r\n\r\n"
-    )
+    fwd = b"POST / HTTP/1.1\r\nHost: a.b\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
     _absolute("POST", "http://a.b/", "a.b", 80, raw, fwd)
 
 
@@ -291,7 +297,7 @@ def test_pipelined_body_and_next_request_stay_in_trailing_data() -> None:
 
 def test_other_methods_are_forwarded() -> None:
     raw = b"PROPFIND http://a.b/dav HTTP/1.1\r\nDepth: 1\r\n\r\n"
-    fwd = b"PROPFIND /dav HTTP/1.1\r\nHost: a.b\r\nDepth: 1\r\nConnection: close\r\n\r\n"
+    fwd = b"PROPFIND /dav HTTP/1.1\r\nHost: a.b\r\nDepth: 1\r\n\r\n"
     _absolute("PROPFIND", "http://a.b/dav", "a.b", 80, raw, fwd)
 
 
@@ -382,16 +388,13 @@ def test_bad_header_fields(fields: bytes, status: int, reason: str) -> None:
 
 def test_repeated_equal_content_length_is_accepted() -> None:
     raw = b"POST http://a.b/ HTTP/1.1\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n"
-    fwd = (
-        b"POST / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n"
-        b"Connection: close\r\n\r\n"
-    )
+    fwd = b"POST / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n"
     _absolute("POST", "http://a.b/", "a.b", 80, raw, fwd)
 
 
 def test_header_values_keep_obs_text_and_tabs() -> None:
     raw = b"GET http://a.b/ HTTP/1.1\r\nX-Latin: caf\xe9\tok\r\n\r\n"
-    fwd = b"GET / HTTP/1.1\r\nHost: a.b\r\nX-Latin: caf\xe9\tok\r\nConnection: close\r\n\r\n"
+    fwd = b"GET / HTTP/1.1\r\nHost: a.b\r\nX-Latin: caf\xe9\tok\r\n\r\n"
     _absolute("GET", "http://a.b/", "a.b", 80, raw, fwd)
 
 
@@ -446,7 +449,7 @@ def test_max_head_must_be_sane() -> None:
 
 def test_auth_success_strips_credentials() -> None:
     raw = b"GET http://a.b/ HTTP/1.1\r\n" + GOOD_AUTH + b"Accept: */*\r\n\r\n"
-    fwd = b"GET / HTTP/1.1\r\nHost: a.b\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    fwd = b"GET / HTTP/1.1\r\nHost: a.b\r\nAccept: */*\r\n\r\n"
     expected = ProxyRequest("GET", "a.b", 80, "http://a.b/", (("Accept", "*/*"),), False, fwd)
     tr(raw, expected, auth=True)
     connect_raw = b"CONNECT a.b:443 HTTP/1.1\r\n" + GOOD_AUTH + b"\r\n"
