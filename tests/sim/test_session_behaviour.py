@@ -148,7 +148,7 @@ def test_blackhole_of_73_hours_survives() -> None:
     pair.sim.run_until(end)
     assert not pair.client.session.terminated and not pair.server.session.terminated
     # Memory stays bounded while waiting: nothing piles up in flight.
-    assert len(pair.client.session._inflight) <= 64
+    assert len(pair.client.session._recovery.inflight) <= 64
     transfer.run(limit=300.0)
     transfer.assert_exact(seed)
     assert_resumed_quickly(pair, end=end, probe_cap=30.0, seed=seed)
