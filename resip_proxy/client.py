@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 from resip import events as ev
 from resip.aio.driver import Listener, SessionDriver
+from resip.codes import CloseCode
 from resip.config import SessionConfig
 from resip.crypto import HeaderProtection
 from resip.enrol import Enrolment
@@ -103,6 +104,19 @@ log = logging.getLogger(__name__)
 Transport = Literal["udp", "tcp"]
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+def session_view(session: Session, now: float) -> SessionView:
+    """The statistics the policy's silence rules read, taken from ``session``."""
+    stats = session.stats(now=now)
+    return SessionView(
+        srtt=stats.rtt_smoothed,
+        # Loss either way counts: a download's client sends little of its own.
+        loss=max(stats.loss_estimate, stats.receive_loss),
+        bytes_in_flight=stats.bytes_in_flight,
+        last_activity=max((c.last_activity for c in stats.channels), default=-math.inf),
+        in_outage=session.state is State.OUTAGE,
+    )
 
 
 class SessionManager:
@@ -271,7 +285,7 @@ class SessionManager:
         if self._timer is not None:
             self._timer.cancel()
         if self._driver is not None and not self._driver.closed:
-            self._driver.close(0, "client exiting")
+            self._driver.close(CloseCode.NORMAL, "client exiting")
         if self._links is not None:
             await self._links.close()
 
@@ -460,19 +474,10 @@ class SessionManager:
         self._feed(Timer(now, self._view(now)))
 
     def _view(self, now: float) -> SessionView:
-        """The statistics the policy's silence rules read, from the current session."""
         driver = self._driver
         if driver is None or driver.closed:
             return SessionView()
-        stats = driver.session.stats(now=now)
-        return SessionView(
-            srtt=stats.rtt_smoothed,
-            # Loss either way counts: a download's client sends little of its own.
-            loss=max(stats.loss_estimate, stats.receive_loss),
-            bytes_in_flight=stats.bytes_in_flight,
-            last_activity=max((c.last_activity for c in stats.channels), default=-math.inf),
-            in_outage=driver.session.state is State.OUTAGE,
-        )
+        return session_view(driver.session, now)
 
     async def _run_actions(self) -> None:
         """Execute the policy's actions in order (opening a socket must precede using it)."""
@@ -543,7 +548,8 @@ class SessionManager:
         assert self._api is not None
         old = self._driver
         if old is not None and not old.closed:
-            old.close(5, "session replaced")  # ends every channel: their splices close
+            # Ends every channel, so their splices close.
+            old.close(CloseCode.REPLACED, "session replaced")
         try:
             credentials = await self._api.create_session()
         except ClientError as exc:

@@ -30,8 +30,8 @@ RACE_GRACE_MIN = 0.3
 TCP_SILENCE = 5.0
 #: How long a TCP fallback connection may take to be established.
 TCP_CONNECT_TIMEOUT = 10.0
-#: A channel active this recently makes silence suspicious (a download's client sends
-#: little of its own, so bytes in flight alone miss it).
+#: A channel active this shortly before the path went quiet makes silence suspicious (a
+#: download's client sends little of its own, so bytes in flight alone miss it).
 BUSY_WINDOW = 5.0
 #: Healthy states look at the statistics at least this often: they change without any
 #: input, and the time to notice a blocked port adds straight to the time to fall back.
@@ -78,6 +78,9 @@ def recheck_in(via: Via, heard: float | None, view: SessionView, now: float) -> 
         return min(RECHECK_MAX, max(RECHECK_MIN, left))
     if view.bytes_in_flight > 0:
         return None
-    # Receiving a download leaves nothing of ours in flight: a channel busy a moment ago
-    # counts too. Idle channels (an ssh session waiting for a key) cause no probes.
-    return None if now - view.last_activity < BUSY_WINDOW else RECHECK_MAX
+    # Receiving a download leaves nothing of ours in flight: a channel busy when the path
+    # went quiet counts too. Idle channels (an ssh session waiting for a key) cause no
+    # probes. The window is counted back from the last packet heard, not from now: TCP's
+    # patience (>= 5 s) is as long as the window, and a download stalled on a dead
+    # connection would never count (the simulator found it).
+    return None if heard - view.last_activity < BUSY_WINDOW else RECHECK_MAX

@@ -241,6 +241,16 @@ def test_tcp_lost_or_silent_goes_back_to_udp() -> None:
     assert CloseTcp(1) in c.log[-1][1]
 
 
+def test_a_download_stalled_on_a_dead_tcp_connection_counts_as_silence() -> None:
+    c = on_tcp()
+    c.feed(AuthenticatedPacket(10.0, TCP))  # the last data: nothing of ours in flight
+    stalled = SessionView(srtt=0.1, last_activity=10.0)
+    c.run_to(14.99, stalled)
+    assert c.at(S.TCP_OK)
+    c.run_to(15.0, stalled)
+    assert c.at(S.TCP_PROBE)
+
+
 def test_a_tcp_probe_answered_keeps_the_fallback() -> None:
     c = on_tcp()
     c.feed(Outage(20.0))
