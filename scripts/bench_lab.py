@@ -3,10 +3,10 @@
 
 Everything runs over the same ``scripts/netlab`` link: two network namespaces, "client"
 (10.200.1.2) and "server" (10.200.2.1), joined by a userspace relay that imposes, each way,
-a C = 20 Mbit/s bottleneck behind a tail-drop queue, random loss p (before the queue) and
-a one-way delay of RTT/2. The server namespace runs ``python -m http.server`` on
-0.0.0.0:8080 serving one random (incompressible) file; every system downloads it with
-curl in the client namespace:
+a bottleneck of C = 20 or 100 Mbit/s behind a tail-drop queue, random loss p (before the
+queue) and a one-way delay of RTT/2. The server namespace runs ``python -m http.server``
+on 0.0.0.0:8080 serving one random (os.urandom, incompressible: zstd cannot shorten it)
+file; every system downloads it with curl in the client namespace:
 
 - ``resip``: curl --socks5-hostname through ``resip-proxy`` (client netns) ->
   ``resip-server`` (server netns) -> 127.0.0.1:8080.
@@ -25,16 +25,19 @@ curl in the client namespace:
   N`` fixes both instead. kcptun sends its window in bursts, so at 600 ms RTT much of it
   overflows the 100 ms queue (relay stats show the drops as "queue", not "loss").
 
-Queue: 100 ms of the bottleneck (250,000 bytes at 20 Mbit/s), the same as
-``scripts/bench_sim.py`` so lab and simulator numbers line up. A router does not know the
-RTT of the flows through it: 100 ms is 2 x BDP at 50 ms RTT and 1/6 BDP at 600 ms (a
+Queue: 100 ms of the bottleneck (250,000 bytes at 20 Mbit/s, 1,250,000 at 100), the same
+as ``scripts/bench_sim.py`` so lab and simulator numbers line up. A router does not know
+the RTT of the flows through it: 100 ms is 2 x BDP at 50 ms RTT and 1/6 BDP at 600 ms (a
 BDP-sized queue at 600 ms would add up to 600 ms of queueing delay). ``--queue-ms``
 changes it.
 
-Goodput sweep (one cell = system x loss x RTT; the systems take turns within each
-(loss, RTT) so slow drifts in CPU load hit all of them alike):
+Goodput sweep (one cell = system x rate x loss x RTT; the systems take turns within each
+(rate, loss, RTT) so slow drifts in CPU load hit all of them alike). The grid: 20 Mbit/s
+at p in {0, 1, 5, 10, 20, 30, 50, 90} %, 100 Mbit/s at p in {0, 1, 10, 30} %, both at RTT
+50 and 600 ms. ``--rates 100`` keeps one rate's rows, ``--loss`` / ``--rtt`` replace the
+loss and RTT lists of every rate chosen (a rate outside the grid gets the 100 Mbit/s lists).
 
-1. The link is set to the cell's RTT and rate with NO loss, the system's client side is
+1. The link is set to the cell's rate and RTT with NO loss, the system's client side is
    started fresh (a new resip-proxy and so a new session, new kcptun processes, the cell's
    congestion control), and curl starts; the cell waits (up to 30 s) for the first byte.
    So no system pays for its connection set-up (TCP or TLS handshakes) at 90 % loss: the
@@ -49,6 +52,12 @@ Goodput sweep (one cell = system x loss x RTT; the systems take turns within eac
 3. efficiency eta = goodput / ((1 - p) x C). The relay drops before the queue (a lossy
    radio hop in front of the bottleneck), so a sender that pushes more than C into the
    link still gets up to C through: eta can exceed 1, up to 1 / (1 - p).
+4. CPU: utime + stime of each of the system's processes (resip-server and resip-proxy;
+   kcptun-server and kcptun-client; kernel TCP has no user process: its cost is kernel
+   time in softirq, not attributable) read from ``/proc/PID/stat`` at the start and the
+   end of the window, reported as CPU seconds per GiB that curl received in the window,
+   and as cores (CPU seconds per second). curl, http.server and the relay, the same for
+   every system, are not counted (the relay's cores are in the JSON as ``relay_cores``).
 
 Scenarios, per system, on a 20 Mbit/s, 5 % loss, 100 ms RTT link (same queue), each with
 a fresh client side; once data flows and 5 s have passed:
@@ -63,284 +72,79 @@ a fresh client side; once data flows and 5 s have passed:
 
 ``--quick`` shortens these to a 10 s blackhole, 30 s recovery limit and 20 s move limit.
 
-Output: Markdown tables on stdout (goodput and eta per cell, the ratio ResIP / best other
-system per cell, the scenarios), JSON (``--json``, default ./bench-lab.json) shaped
-``{"rows": [{"system", "loss", "rtt_ms", "goodput_mbit", "efficiency"}], "scenarios":
-[{"system", "scenario", ...}]}`` with loss as a fraction, and a PNG (``--plot``, default
-./bench-lab.png) of goodput against loss, one line per system, one panel per RTT.
-The full run takes about 30 minutes; ``--quick`` (p in {0, 10, 50} %, RTT 50 ms, short
-windows, short scenarios) about 6. All processes share the machine's cores with the relay
-(Python, as are resip-server and resip-proxy), so ResIP's goodput is partly CPU-bound:
-a busy machine lowers it, and only ResIP's.
+Output: Markdown tables on stdout, per rate (goodput and eta per cell, the ratio ResIP /
+best other system per cell, CPU s/GiB per process per cell), then the scenarios; JSON
+(``--json``, default ./bench-lab.json) shaped ``{"rows": [{"system", "rate_mbit", "loss",
+"rtt_ms", "goodput_mbit", "efficiency", "cpu_s_per_gib": {process: x}, "cpu_cores":
+{process: x}, "relay_cores"}], "scenarios": [{"system", "scenario", ...}]}`` with loss as
+a fraction; and a PNG (``--plot``, default ./bench-lab.png) of goodput against loss, one
+line per system, one panel per rate and RTT. The full run takes about 45 minutes;
+``--quick`` (20 Mbit/s at p in {0, 10, 50} % and 100 Mbit/s at {0, 10} %, RTT 50 ms,
+short windows, short scenarios) about 8. A reduced run, e.g. ``--rates 100 --loss 0,10
+--rtt 50 --no-scenarios``, takes 3. All processes share the machine's cores with the
+relay (Python, as are resip-server and resip-proxy), so ResIP's goodput is partly
+CPU-bound: a busy machine lowers it, and only ResIP's.
 
 ``RESIP_LAB_VERBOSE=1`` makes resip-proxy log every transport decision (see ``--logs``).
 
 Usage::
 
     sudo scripts/install-bench-deps      # kcptun, iperf3, curl (apt) + matplotlib (.venv)
-    sudo scripts/bench_lab.py [--quick] [--systems resip,tcp-bbr] [--loss 0,10] [--rtt 50]
+    sudo scripts/bench_lab.py [--quick] [--systems resip,tcp-bbr] [--rates 20,100]
+                              [--loss 0,10] [--rtt 50] [--warmup S] [--window S]
                               [--blackhole 60] [--no-sweep] [--no-scenarios] [--logs DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
-import os
-import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-if __name__ == "__main__" and VENV_PYTHON.exists() and Path(sys.prefix) != VENV_PYTHON.parents[1]:
+import _benchlib as bl
+
+if __name__ == "__main__":
     # `sudo scripts/bench_lab.py` starts the system Python: use the project's venv, where
     # resip's dependencies (and matplotlib, from the `bench` extra) live.
-    os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
-sys.path.insert(0, str(ROOT))
+    bl.use_project_venv(__file__)
 
-from resip.testing import labstack  # noqa: E402
+from _lab_report import Report, Row, markdown, plot
+from _lab_scenarios import SCENARIO_LEAD, SCENARIO_LOSS, SCENARIO_RATE, SCENARIO_RTT, run_scenarios
+from _lab_systems import (
+    ALL_SYSTEMS,
+    FIRST_BYTE_TIMEOUT,
+    HTTP_PORT,
+    Bench,
+    KernelTcp,
+    System,
+    allow_congestion_controls,
+    cell,
+    make_system,
+)
 
-NETLAB = ROOT / "scripts" / "netlab"
-RATE_BPS = 20e6
-HTTP_PORT = 8080
-PROXY_LISTEN = "127.0.0.1:1080"
-KCP_LOCAL_PORT = 12948
-KCP_SERVER_PORT = 29900
-KCP_MTU = 1350
-ALL_SYSTEMS = ("resip", "tcp-cubic", "tcp-bbr", "kcptun")
-SWEEP_LOSS = (0.0, 0.01, 0.05, 0.10, 0.20, 0.30, 0.50, 0.90)
-SWEEP_RTT = (50, 600)
-QUICK_LOSS = (0.0, 0.10, 0.50)
-QUICK_RTT = (50,)
-SCENARIO_LOSS = 0.05
-SCENARIO_RTT = 100
-#: Seconds of steady transfer before a scenario's event.
-SCENARIO_LEAD = 5.0
-#: New bytes after an address change that count as "the transfer goes on".
-ADDRESS_CHANGE_BYTES = 256 << 10
-FIRST_BYTE_TIMEOUT = 30.0
+from resip.testing import labstack
+
+NETLAB = bl.ROOT / "scripts" / "netlab"
+#: Link rate (Mbit/s) -> (losses, RTTs in ms) of the full sweep, and of ``--quick``.
+SWEEP: dict[float, tuple[tuple[float, ...], tuple[int, ...]]] = {
+    20: ((0.0, 0.01, 0.05, 0.10, 0.20, 0.30, 0.50, 0.90), (50, 600)),
+    100: ((0.0, 0.01, 0.10, 0.30), (50, 600)),
+}
+QUICK: dict[float, tuple[tuple[float, ...], tuple[int, ...]]] = {
+    20: ((0.0, 0.10, 0.50), (50,)),
+    100: ((0.0, 0.10), (50,)),
+}
 
 
 netlab = labstack.load_netlab(NETLAB)
-
-
-# -- the systems -----------------------------------------------------------------------------
-
-
-@dataclass
-class Bench:
-    """The lab, the long-lived processes in it, and the run's settings."""
-
-    lab: Any
-    workdir: Path
-    queue_bytes: int
-    file_name: str = "blob"
-
-    def link(self, *, rtt_ms: float, loss: float) -> None:
-        """Both directions: rate C, the queue, loss, one-way delay RTT/2, no events."""
-        self.lab.reset()
-        self.lab.set(
-            loss=loss, delay=rtt_ms / 2000, rate_bps=RATE_BPS, queue_bytes=self.queue_bytes
-        )
-
-    def sysctl(self, where: str, key: str, value: str) -> None:
-        done = self.lab.run_in(where, ["sysctl", "-q", "-w", f"{key}={value}"], check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"sysctl {key}={value} in the {where} netns: {done.stderr.strip()}")
-
-
-ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
-
-
-@contextlib.contextmanager
-def allow_congestion_controls(names: Sequence[str]) -> Iterator[None]:
-    """Let the lab's namespaces pick ``names`` as their default congestion control.
-
-    Outside the initial namespace, ``net.ipv4.tcp_congestion_control`` only accepts what the
-    (global) ``tcp_allowed_congestion_control`` lists; that list is extended for the run and
-    restored afterwards. It only widens what may be chosen: nothing's default changes.
-    """
-    before = ALLOWED_CC.read_text().split()
-    missing = [n for n in names if n not in before]
-    if missing:
-        print(
-            f"bench_lab: adding {', '.join(missing)} to {ALLOWED_CC} for the run", file=sys.stderr
-        )
-        ALLOWED_CC.write_text(" ".join([*before, *missing]) + "\n")
-    try:
-        yield
-    finally:
-        if missing:
-            ALLOWED_CC.write_text(" ".join(before) + "\n")
-
-
-class System:
-    """One way of moving the file from the server namespace to curl in the client one."""
-
-    name = ""
-
-    def unavailable(self) -> str | None:
-        """Why this system cannot run here, or None."""
-        return None
-
-    def setup(self, bench: Bench) -> None:
-        """Once per run: long-lived server-side processes."""
-
-    def start(self, bench: Bench, rtt_ms: float) -> None:
-        """Per cell, on a clean link: fresh client-side state."""
-
-    def curl_args(self, bench: Bench) -> list[str]:
-        raise NotImplementedError
-
-    def stop(self, bench: Bench) -> None:
-        """Per cell: stop what ``start`` started."""
-
-
-class Resip(System):
-    name = "resip"
-
-    def __init__(self) -> None:
-        self.uri = ""
-        self.proxy: labstack.Proxy | None = None
-        self.server_log: labstack.LogTail | None = None
-        self.sessions = 0
-
-    def setup(self, bench: Bench) -> None:
-        server = labstack.init_server(
-            bench.workdir,
-            bench.lab.server_addr,
-            ["127.0.0.0/8", f"{bench.lab.server_addr}/32"],
-        )
-        self.uri = server.uri
-        self.server_log = labstack.start_server(bench.lab, server.config)
-
-    def start(self, bench: Bench, rtt_ms: float) -> None:
-        self.proxy = labstack.start_proxy(
-            bench.lab,
-            bench.workdir,
-            self.uri,
-            listen=PROXY_LISTEN,
-            control_socket=bench.workdir / "proxy.sock",
-            timeout=60,
-            verbose=os.environ.get("RESIP_LAB_VERBOSE") == "1",
-        )
-        self.sessions += 1
-
-    def curl_args(self, bench: Bench) -> list[str]:
-        return [
-            "--socks5-hostname",
-            PROXY_LISTEN,
-            f"http://127.0.0.1:{HTTP_PORT}/{bench.file_name}",
-        ]
-
-    def stop(self, bench: Bench) -> None:
-        if self.proxy is not None:
-            self.proxy.stop()
-            with (bench.workdir / "resip-proxy.log").open("a") as f:
-                f.write(f"--- proxy {self.sessions}\n{self.proxy.log.text()}\n")
-            self.proxy = None
-
-
-class KernelTcp(System):
-    def __init__(self, cc: str) -> None:
-        self.cc = cc
-        self.name = f"tcp-{cc}"
-
-    def unavailable(self) -> str | None:
-        available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
-        if self.cc in available.read_text().split():
-            return None
-        subprocess.run(["modprobe", f"tcp_{self.cc}"], capture_output=True, check=False)
-        if self.cc in available.read_text().split():
-            return None
-        return f"congestion control {self.cc!r} is not available in this kernel"
-
-    def start(self, bench: Bench, rtt_ms: float) -> None:
-        bench.sysctl("server", "net.ipv4.tcp_congestion_control", self.cc)
-        got = bench.lab.run_in("server", ["sysctl", "-n", "net.ipv4.tcp_congestion_control"])
-        if got.stdout.strip() != self.cc:
-            raise RuntimeError(f"server netns congestion control is {got.stdout.strip()!r}")
-
-    def curl_args(self, bench: Bench) -> list[str]:
-        return [f"http://{bench.lab.server_addr}:{HTTP_PORT}/{bench.file_name}"]
-
-
-class Kcptun(System):
-    name = "kcptun"
-
-    def __init__(self, window: int = 0) -> None:
-        self.key = secrets.token_hex(16)
-        self.procs: list[subprocess.Popen[Any]] = []
-        #: Fixed --sndwnd/--rcvwnd, or 0: sized per cell (see the module docstring).
-        self.fixed_window = window
-        self.window = 0
-
-    def unavailable(self) -> str | None:
-        missing = [b for b in ("kcptun-server", "kcptun-client") if shutil.which(b) is None]
-        if missing:
-            return f"{' and '.join(missing)} not found (scripts/install-bench-deps installs kcptun)"
-        return None
-
-    def start(self, bench: Bench, rtt_ms: float) -> None:
-        bdp = RATE_BPS / 8 * rtt_ms / 1000
-        self.window = self.fixed_window or max(128, math.ceil((bdp + bench.queue_bytes) / KCP_MTU))
-        options = {
-            "--key": self.key,
-            "--crypt": "aes",
-            "--mode": "fast",
-            "--mtu": str(KCP_MTU),
-            "--sndwnd": str(self.window),
-            "--rcvwnd": str(self.window),
-        }
-        common = [*(x for pair in options.items() for x in pair), "--nocomp", "--quiet"]
-        server = f"{bench.lab.server_addr}:{KCP_SERVER_PORT}"
-        logs = bench.workdir / "kcptun.log"
-        with logs.open("a") as log:
-            for where, cmd in (
-                (
-                    "server",
-                    ["kcptun-server", "-l", f":{KCP_SERVER_PORT}", "-t", f"127.0.0.1:{HTTP_PORT}"],
-                ),
-                ("client", ["kcptun-client", "-l", f"127.0.0.1:{KCP_LOCAL_PORT}", "-r", server]),
-            ):
-                self.procs.append(bench.lab.popen(where, [*cmd, *common], stdout=log, stderr=log))
-        if not labstack.wait_tcp(bench.lab, "client", "127.0.0.1", KCP_LOCAL_PORT, 15):
-            raise RuntimeError(f"kcptun-client is not listening (see {logs})")
-
-    def curl_args(self, bench: Bench) -> list[str]:
-        return [f"http://127.0.0.1:{KCP_LOCAL_PORT}/{bench.file_name}"]
-
-    def stop(self, bench: Bench) -> None:
-        for proc in self.procs:
-            labstack.stop_process(proc)
-        self.procs.clear()
-
-
-def make_system(name: str, args: argparse.Namespace) -> System:
-    if name == "resip":
-        return Resip()
-    if name == "kcptun":
-        return Kcptun(args.kcptun_window)
-    return KernelTcp(name.removeprefix("tcp-"))
-
-
-@contextlib.contextmanager
-def cell(bench: Bench, system: System, rtt_ms: float) -> Iterator[None]:
-    system.start(bench, rtt_ms)
-    try:
-        yield
-    finally:
-        system.stop(bench)
 
 
 # -- sweep ---------------------------------------------------------------------------------
@@ -350,6 +154,18 @@ def cell(bench: Bench, system: System, rtt_ms: float) -> Iterator[None]:
 class Windows:
     warmup: float
     window: float
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the sweep's grid (for every system)."""
+
+    rate_mbit: float
+    rtt_ms: int
+    loss: float
+
+    def __str__(self) -> str:
+        return f"{self.rate_mbit:g} Mbit/s rtt {self.rtt_ms} ms loss {self.loss:.0%}"
 
 
 #: Warm-up at 90 % loss and above: a loss-based controller needs many round trips of
@@ -372,343 +188,109 @@ def windows_for(rtt_ms: int, args: argparse.Namespace, loss: float = 0.0) -> Win
     )
 
 
-@dataclass
-class Report:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    scenarios: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+def sweep_row(
+    system: System,
+    c: Cell,
+    seconds: float,
+    nbytes: int,
+    cpu: tuple[dict[str, float | None], dict[str, float | None]],
+) -> Row:
+    """A sweep row: goodput and eta of ``nbytes`` in ``seconds``, CPU between two snapshots."""
+    goodput = nbytes * 8 / seconds / 1e6 if seconds > 0 else 0.0
+    eff = goodput / ((1 - c.loss) * c.rate_mbit) if c.loss < 1 else 0.0
+    return {
+        "system": system.name,
+        "rate_mbit": c.rate_mbit,
+        "loss": c.loss,
+        "rtt_ms": c.rtt_ms,
+        "goodput_mbit": round(goodput, 3),
+        "efficiency": round(eff, 3),
+        "cpu_s_per_gib": bl.cpu_per_gib(*cpu, nbytes),
+        "cpu_cores": bl.cpu_cores(*cpu, seconds),
+    }
 
 
-def measure_cell(
-    bench: Bench, system: System, loss: float, rtt_ms: int, win: Windows, report: Report
-) -> float:
-    """Goodput in Mbit/s of one cell (0 when nothing moved); see the module docstring."""
-    bench.link(rtt_ms=rtt_ms, loss=0.0)
-    with cell(bench, system, rtt_ms):
+def check_pids(system: System, pids: dict[str, int], report: Report) -> None:
+    """Note it when a pid is ``ip netns exec`` itself (had it forked, CPU would read 0)."""
+    for name, pid in pids.items():
+        if bl.process_name(pid) == "ip":
+            report.problems.append(f"{system.name}: pid {pid} of {name} is 'ip', not {name}")
+
+
+def measure_cell(bench: Bench, system: System, c: Cell, win: Windows, report: Report) -> Row:
+    """One cell's row (goodput 0 when nothing moved); see the module docstring."""
+    bench.link(rate_bps=c.rate_mbit * 1e6, rtt_ms=c.rtt_ms, loss=0.0)
+    with cell(bench, system, c.rtt_ms):
         dl = labstack.CurlDownload(
             bench.lab, system.curl_args(bench), FIRST_BYTE_TIMEOUT + 60 + win.warmup + win.window
         )
         try:
+            pids = system.pids()
             if dl.wait_bytes(1, FIRST_BYTE_TIMEOUT) is None:
                 report.problems.append(
-                    f"{system.name} loss={loss:.0%} rtt={rtt_ms}: no byte on the clean link "
-                    f"within {FIRST_BYTE_TIMEOUT:.0f} s ({dl.outcome()})"
+                    f"{system.name} {c}: no byte on the clean link within "
+                    f"{FIRST_BYTE_TIMEOUT:.0f} s ({dl.outcome()})"
                 )
-                return 0.0
-            bench.lab.set(loss=loss)
+                return sweep_row(system, c, 0.0, 0, (dict.fromkeys(pids), {}))
+            check_pids(system, pids, report)
+            bench.lab.set(loss=c.loss)
             time.sleep(win.warmup)
-            t0, b0 = time.monotonic(), dl.total
+            watched = dict(pids)
+            if bench.lab.relay_pid is not None:
+                watched["relay"] = bench.lab.relay_pid
+            t0, b0, cpu0 = time.monotonic(), dl.total, bl.cpu_snapshot(watched)
             time.sleep(win.window)
-            t1, b1 = time.monotonic(), dl.total
+            t1, b1, cpu1 = time.monotonic(), dl.total, bl.cpu_snapshot(watched)
             if dl.ended is not None and dl.ended < t1:
                 report.problems.append(
-                    f"{system.name} loss={loss:.0%} rtt={rtt_ms}: transfer ended inside the "
-                    f"window ({dl.outcome()}); goodput is a lower bound"
+                    f"{system.name} {c}: transfer ended inside the window ({dl.outcome()}); "
+                    "goodput is a lower bound"
                 )
-            return (b1 - b0) * 8 / (t1 - t0) / 1e6
+            row = sweep_row(system, c, t1 - t0, b1 - b0, (cpu0, cpu1))
+            row["relay_cores"] = row["cpu_cores"].pop("relay", None)
+            row["cpu_s_per_gib"].pop("relay", None)
+            return row
         finally:
             dl.stop()
+
+
+def progress(row: Row) -> str:
+    """The stderr line of one cell."""
+    cpu = ", ".join(
+        f"{name} {per_gib:.0f} s/GiB ({row['cpu_cores'][name]:.2f} cores)"
+        for name, per_gib in row["cpu_s_per_gib"].items()
+        if per_gib is not None
+    )
+    relay = row.get("relay_cores")
+    return (
+        f"{row['goodput_mbit']:6.2f} Mbit/s, eta {row['efficiency']:.2f}; "
+        f"{cpu or 'no user process'}" + (f"; relay {relay:.2f} cores" if relay else "")
+    )
 
 
 def run_sweep(
-    bench: Bench,
-    systems: list[System],
-    losses: Sequence[float],
-    rtts: Sequence[int],
-    args: argparse.Namespace,
+    bench: Bench, systems: list[System], cells: Sequence[Cell], args: argparse.Namespace,
     report: Report,
-) -> None:
-    total = len(systems) * len(losses) * len(rtts)
+) -> None:  # fmt: skip
+    total = len(systems) * len(cells)
     n = 0
-    for rtt in rtts:
-        for loss in losses:
-            win = windows_for(rtt, args, loss)
-            for system in systems:
-                n += 1
-                started = time.monotonic()
-                try:
-                    goodput = measure_cell(bench, system, loss, rtt, win, report)
-                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                    report.problems.append(f"{system.name} loss={loss:.0%} rtt={rtt}: {exc}")
-                    goodput = 0.0
-                eff = goodput / ((1 - loss) * RATE_BPS / 1e6) if loss < 1 else 0.0
-                report.rows.append(
-                    {
-                        "system": system.name,
-                        "loss": loss,
-                        "rtt_ms": rtt,
-                        "goodput_mbit": round(goodput, 3),
-                        "efficiency": round(eff, 3),
-                    }
-                )
-                print(
-                    f"[{n}/{total}] {system.name:<9} rtt {rtt:>4} ms loss {loss:>4.0%}: "
-                    f"{goodput:6.2f} Mbit/s, eta {eff:.2f}  ({time.monotonic() - started:.0f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-
-# -- scenarios -------------------------------------------------------------------------------
-
-
-def scenario_blackhole(bench: Bench, system: System, hole: float, limit: float) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "system": system.name,
-        "scenario": "blackhole",
-        "blackhole_s": hole,
-        "loss": SCENARIO_LOSS,
-        "rtt_ms": SCENARIO_RTT,
-        "limit_s": limit,
-    }
-    bench.link(rtt_ms=SCENARIO_RTT, loss=SCENARIO_LOSS)
-    with cell(bench, system, SCENARIO_RTT):
-        dl = labstack.CurlDownload(
-            bench.lab, system.curl_args(bench), 60 + SCENARIO_LEAD + hole + limit
-        )
-        try:
-            if dl.wait_bytes(1, FIRST_BYTE_TIMEOUT) is None:
-                return {
-                    **result,
-                    "resumed": False,
-                    "resumed_after_s": None,
-                    "note": f"no data before the blackhole ({dl.outcome()})",
-                }
-            time.sleep(SCENARIO_LEAD)
-            bench.lab.set(blackhole=True)
-            began = time.monotonic()
-            time.sleep(hole)
-            bench.lab.set(blackhole=False)
-            ended = time.monotonic()
-            at_end = dl.total
-            # Packets already past the relay's decision still arrive in the first moments.
-            leaked = at_end - dl.bytes_at(began + min(1.0, hole / 2))
-            back = dl.wait_bytes(at_end + 1, limit)
-            if back is None:
-                return {
-                    **result,
-                    "resumed": False,
-                    "resumed_after_s": None,
-                    "leaked_bytes": leaked,
-                    "note": dl.outcome(),
-                }
-            # How fast it goes once back: the 5 s after the first new byte.
-            time.sleep(max(0.0, back + 5 - time.monotonic()))
-            after = (dl.bytes_at(back + 5) - dl.bytes_at(back)) * 8 / 5 / 1e6
-            return {
-                **result,
-                "resumed": True,
-                "resumed_after_s": round(back - ended, 2),
-                "goodput_after_mbit": round(after, 2),
-                "leaked_bytes": leaked,
-                "note": dl.outcome(),
-            }
-        finally:
-            dl.stop()
-
-
-def scenario_address_change(bench: Bench, system: System, limit: float) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "system": system.name,
-        "scenario": "address_change",
-        "loss": SCENARIO_LOSS,
-        "rtt_ms": SCENARIO_RTT,
-        "limit_s": limit,
-    }
-    lab = bench.lab
-    bench.link(rtt_ms=SCENARIO_RTT, loss=SCENARIO_LOSS)
-    with cell(bench, system, SCENARIO_RTT):
-        dl = labstack.CurlDownload(lab, system.curl_args(bench), 60 + SCENARIO_LEAD + limit)
-        try:
-            if dl.wait_bytes(1, FIRST_BYTE_TIMEOUT) is None:
-                return {
-                    **result,
-                    "survived": False,
-                    "resumed_after_s": None,
-                    "note": f"no data before the move ({dl.outcome()})",
-                }
-            time.sleep(SCENARIO_LEAD)
-            at = dl.total
-            moved = time.monotonic()
-            lab.move_client(netlab.CLIENT_ADDR2, drop_old=True)
-            back = dl.wait_bytes(at + ADDRESS_CHANGE_BYTES, limit)
-            if back is None:
-                return {**result, "survived": False, "resumed_after_s": None, "note": dl.outcome()}
-            return {
-                **result,
-                "survived": True,
-                "resumed_after_s": round(back - moved, 2),
-                "note": dl.outcome(),
-            }
-        finally:
-            dl.stop()
-            if lab.client_addrs[0] != netlab.CLIENT_ADDR:
-                lab.move_client(netlab.CLIENT_ADDR, drop_old=True)
-
-
-def run_scenarios(
-    bench: Bench, systems: list[System], args: argparse.Namespace, report: Report
-) -> None:
-    for system in systems:
-        for name in ("blackhole", "address_change"):
+    for c in cells:
+        win = windows_for(c.rtt_ms, args, c.loss)
+        for system in systems:
+            n += 1
             started = time.monotonic()
             try:
-                if name == "blackhole":
-                    row = scenario_blackhole(bench, system, args.blackhole, args.recovery_limit)
-                else:
-                    row = scenario_address_change(bench, system, args.move_limit)
+                row = measure_cell(bench, system, c, win, report)
             except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                report.problems.append(f"{system.name} {name}: {exc}")
-                row = {"system": system.name, "scenario": name, "error": str(exc)}
-            report.scenarios.append(row)
+                report.problems.append(f"{system.name} {c}: {exc}")
+                row = sweep_row(system, c, 0.0, 0, ({}, {}))
+            report.rows.append(row)
             print(
-                f"[scenario] {system.name:<9} {name}: {scenario_summary(row)}  "
+                f"[{n}/{total}] {system.name:<9} {c}: {progress(row)}  "
                 f"({time.monotonic() - started:.0f} s)",
                 file=sys.stderr,
                 flush=True,
             )
-
-
-def scenario_summary(row: dict[str, Any]) -> str:
-    if "error" in row:
-        return f"error: {row['error']}"
-    if row["scenario"] == "blackhole":
-        if row["resumed"]:
-            return f"data again {row['resumed_after_s']:.1f} s after the link returned"
-        return f"never (within {row['limit_s']:.0f} s): {row.get('note', '')}"
-    if row["survived"]:
-        return f"yes, data again after {row['resumed_after_s']:.1f} s"
-    return f"no (nothing within {row['limit_s']:.0f} s): {row.get('note', '')}"
-
-
-# -- output ----------------------------------------------------------------------------------
-
-
-def markdown(report: Report, losses: Sequence[float], rtts: Sequence[int], args: Any) -> str:
-    out: list[str] = []
-    systems = list(dict.fromkeys(r["system"] for r in report.rows))
-    cells = {(r["system"], r["rtt_ms"], r["loss"]): r for r in report.rows}
-    if report.rows:
-        wins = ", ".join(
-            f"{rtt} ms: {w.warmup:g} s warm-up + {w.window:g} s window"
-            for rtt in rtts
-            for w in [windows_for(rtt, args)]
-        )
-        out.append(
-            f"Goodput Mbit/s (efficiency eta = goodput / ((1 - p) x C)), C = "
-            f"{RATE_BPS / 1e6:g} Mbit/s each way, queue {args.queue_ms:g} ms; measured after "
-            f"the loss was switched on: {wins}"
-            + (
-                " (warm-up 60 s at 90 % loss)"
-                if not args.quick and max(losses) >= HEAVY_LOSS
-                else ""
-            )
-            + ". Loss is applied before the queue, so eta "
-            "can exceed 1 (a sender pushing more than C still gets up to C through)\n"
-        )
-        out.append("| system | RTT ms | " + " | ".join(f"{p:.0%}" for p in losses) + " |")
-        out.append("|---|---:|" + "---:|" * len(losses))
-        for system in systems:
-            for rtt in rtts:
-                vals = []
-                for p in losses:
-                    r = cells.get((system, rtt, p))
-                    vals.append(
-                        "-" if r is None else f"{r['goodput_mbit']:.2f} ({r['efficiency']:.2f})"
-                    )
-                out.append(f"| {system} | {rtt} | " + " | ".join(vals) + " |")
-        others = [s for s in systems if s != "resip"]
-        if "resip" in systems and others:
-            out.append("\nResIP goodput / best other system's goodput (which one)\n")
-            out.append("| RTT ms | " + " | ".join(f"{p:.0%}" for p in losses) + " |")
-            out.append("|---:|" + "---:|" * len(losses))
-            for rtt in rtts:
-                vals = []
-                for p in losses:
-                    ours = cells.get(("resip", rtt, p))
-                    theirs = [cells[(s, rtt, p)] for s in others if (s, rtt, p) in cells]
-                    if ours is None or not theirs:
-                        vals.append("-")
-                        continue
-                    best = max(theirs, key=lambda r: r["goodput_mbit"])
-                    if best["goodput_mbit"] > 0:
-                        ratio = f"{ours['goodput_mbit'] / best['goodput_mbit']:.2f}x"
-                    else:
-                        ratio = "inf" if ours["goodput_mbit"] > 0 else "0/0"
-                    vals.append(f"{ratio} ({best['system']})")
-                out.append(f"| {rtt} | " + " | ".join(vals) + " |")
-    if report.scenarios:
-        out.append(
-            f"\nScenarios ({RATE_BPS / 1e6:g} Mbit/s, {SCENARIO_LOSS:.0%} loss, "
-            f"{SCENARIO_RTT} ms RTT; events {SCENARIO_LEAD:g} s into a download)\n"
-        )
-        out.append(
-            f"| system | blackhole {args.blackhole:g} s: data again after | "
-            "rate 5 s later | address change: survives | resumed after |"
-        )
-        out.append("|---|---:|---:|---|---:|")
-        by = {(r["system"], r["scenario"]): r for r in report.scenarios}
-        for system in dict.fromkeys(r["system"] for r in report.scenarios):
-            bh = by.get((system, "blackhole"))
-            ac = by.get((system, "address_change"))
-            bh_rate = "-"
-            if bh is None:
-                bh_text = "-"
-            elif "error" in bh:
-                bh_text = f"error: {bh['error'][:60]}"
-            elif bh["resumed"]:
-                bh_text = f"{bh['resumed_after_s']:.1f} s"
-                bh_rate = f"{bh['goodput_after_mbit']:.2f} Mbit/s"
-            else:
-                bh_text = f"never (> {bh['limit_s']:g} s)"
-            if ac is None:
-                ac_text, ac_time = "-", "-"
-            elif "error" in ac:
-                ac_text, ac_time = f"error: {ac['error'][:60]}", "-"
-            elif ac["survived"]:
-                ac_text, ac_time = "yes", f"{ac['resumed_after_s']:.1f} s"
-            else:
-                ac_text, ac_time = "no", f"never (> {ac['limit_s']:g} s)"
-            out.append(f"| {system} | {bh_text} | {bh_rate} | {ac_text} | {ac_time} |")
-    return "\n".join(out)
-
-
-def plot(report: Report, path: Path, rtts: Sequence[int]) -> str | None:
-    """Draw the PNG; return why not, or None."""
-    try:
-        import matplotlib as mpl
-
-        mpl.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed (scripts/install-bench-deps): no plot"
-    rtts = [r for r in rtts if any(row["rtt_ms"] == r for row in report.rows)]
-    if not rtts:
-        return "no sweep rows: no plot"
-    fig, axes = plt.subplots(1, len(rtts), figsize=(6 * len(rtts), 4.5), squeeze=False)
-    for ax, rtt in zip(axes[0], rtts, strict=True):
-        rows = [r for r in report.rows if r["rtt_ms"] == rtt]
-        losses = sorted({r["loss"] for r in rows})
-        ax.plot(
-            [p * 100 for p in losses],
-            [(1 - p) * RATE_BPS / 1e6 for p in losses],
-            color="grey",
-            linestyle=":",
-            label="(1 - p) x C",
-        )
-        for system in dict.fromkeys(r["system"] for r in rows):
-            pts = sorted((r["loss"], r["goodput_mbit"]) for r in rows if r["system"] == system)
-            ax.plot([p * 100 for p, _ in pts], [g for _, g in pts], marker="o", label=system)
-        ax.set_title(f"RTT {rtt} ms, {RATE_BPS / 1e6:g} Mbit/s bottleneck")
-        ax.set_xlabel("random loss each way, %")
-        ax.set_ylabel("goodput, Mbit/s")
-        ax.set_ylim(bottom=0)
-        ax.grid(visible=True, alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return None
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -718,49 +300,57 @@ def parse_list(text: str, kind: type[float] | type[int] | type[str]) -> list[Any
     return [kind(x) for x in text.split(",") if x.strip()]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        epilog="The module docstring (scripts/bench_lab.py) explains the method.",
-    )
+def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--quick", action="store_true", help="p in {0,10,50} %%, RTT 50 ms, short windows"
+        "--quick", action="store_true", help="few cells, RTT 50 ms, short windows and scenarios"
     )
     parser.add_argument(
         "--systems", default=",".join(ALL_SYSTEMS), help=f"comma list of {', '.join(ALL_SYSTEMS)}"
     )
-    parser.add_argument("--loss", help="comma list of loss percentages, e.g. 0,10,50")
-    parser.add_argument("--rtt", help="comma list of RTTs in ms, e.g. 50,600")
+    parser.add_argument("--rates", help="comma list of link rates in Mbit/s (default 20,100)")
+    parser.add_argument(
+        "--loss", "--losses", dest="loss", help="comma list of loss percentages, e.g. 0,10,50"
+    )
+    parser.add_argument("--rtt", "--rtts", dest="rtt", help="comma list of RTTs in ms, e.g. 50")
     parser.add_argument("--warmup", type=float, help="seconds after the loss starts")
     parser.add_argument("--window", type=float, help="measuring window, seconds")
     parser.add_argument(
-        "--queue-ms",
-        type=float,
-        default=100.0,
-        help="bottleneck queue in ms of C (default 100 = 250,000 bytes)",
+        "--queue-ms", type=float, default=100.0,
+        help="bottleneck queue in ms of C (default 100 = 250,000 bytes at 20 Mbit/s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kcptun-window", type=int, default=0, help="fixed kcptun windows (default: per cell)"
     )
+    parser.add_argument("--no-sweep", action="store_true", help="scenarios only")
+    parser.add_argument("--seed", type=int, default=7, help="the relay's loss RNG")
+
+
+def add_scenario_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--blackhole", type=float, help="outage seconds (default 60; 10 with --quick)"
     )
     parser.add_argument(
-        "--recovery-limit",
-        type=float,
+        "--recovery-limit", type=float,
         help="seconds after the blackhole before 'never' (default 120; 30 with --quick)",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--move-limit",
-        type=float,
+        "--move-limit", type=float,
         help="seconds after an address change before 'no' (default 45; 20 with --quick)",
-    )
-    parser.add_argument(
-        "--kcptun-window", type=int, default=0, help="fixed kcptun windows (default: per cell)"
-    )
-    parser.add_argument("--logs", type=Path, help="keep the server/proxy/kcptun logs here")
-    parser.add_argument("--no-sweep", action="store_true", help="scenarios only")
+    )  # fmt: skip
     parser.add_argument("--no-scenarios", action="store_true", help="goodput sweep only")
+    parser.add_argument("--logs", type=Path, help="keep the server/proxy/kcptun logs here")
     parser.add_argument("--json", type=Path, default=Path("bench-lab.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench-lab.png"))
-    parser.add_argument("--seed", type=int, default=7, help="the relay's loss RNG")
+
+
+def parse_args() -> tuple[argparse.Namespace, list[Cell]]:
+    """Options (scenario defaults filled in) and the sweep's cells in the order they run."""
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        epilog="The module docstring (scripts/bench_lab.py) explains the method.",
+    )
+    add_sweep_options(parser)
+    add_scenario_options(parser)
     args = parser.parse_args()
     for name, full, quick in (
         ("blackhole", 60.0, 10.0),
@@ -769,15 +359,145 @@ def main() -> int:
     ):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
-
-    losses = [p / 100 for p in parse_list(args.loss, float)] if args.loss else None
-    losses = losses or list(QUICK_LOSS if args.quick else SWEEP_LOSS)
-    rtts = parse_list(args.rtt, int) if args.rtt else list(QUICK_RTT if args.quick else SWEEP_RTT)
-    names = parse_list(args.systems, str)
-    unknown = [n for n in names if n not in ALL_SYSTEMS]
+    unknown = [n for n in parse_list(args.systems, str) if n not in ALL_SYSTEMS]
     if unknown:
         parser.error(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(ALL_SYSTEMS)}")
+    grid = QUICK if args.quick else SWEEP
+    rates = parse_list(args.rates, float) if args.rates else list(grid)
+    cells = []
+    for rate in rates:
+        losses, rtts = grid.get(rate, grid[100])
+        if args.loss:
+            losses = tuple(p / 100 for p in parse_list(args.loss, float))
+        if args.rtt:
+            rtts = tuple(parse_list(args.rtt, int))
+        cells += [Cell(rate, rtt, loss) for rtt in rtts for loss in losses]
+    return args, [] if args.no_sweep else cells
 
+
+def available_systems(args: argparse.Namespace) -> list[System]:
+    """The systems asked for that can run here (a note on stderr for each that cannot)."""
+    systems: list[System] = []
+    for name in parse_list(args.systems, str):
+        system = make_system(name, args)
+        why = system.unavailable()
+        if why is None:
+            systems.append(system)
+        else:
+            print(f"bench_lab: skipping {name}: {why}", file=sys.stderr)
+    return systems
+
+
+def file_size(cells: Sequence[Cell], args: argparse.Namespace) -> int:
+    """Enough file that no transfer ends inside its window, with margin.
+
+    The longest sweep cell (first byte + warm-up + window) at its rate, or a scenario
+    (~25 s of data at the scenario rate).
+    """
+    seconds_at = [(SCENARIO_RATE, 25.0)] if not args.no_scenarios else []
+    for c in cells:
+        w = windows_for(c.rtt_ms, args, c.loss)
+        seconds_at.append((c.rate_mbit, 5 + w.warmup + w.window))
+    need = max((rate * 1e6 / 8 * (s + 15) for rate, s in seconds_at), default=0.0)
+    return max(64 << 20, int(need * 1.2))
+
+
+def announce(systems: Sequence[System], cells: Sequence[Cell], args: argparse.Namespace) -> None:
+    """The plan and its expected duration, on stderr."""
+    plan = [f"systems {', '.join(s.name for s in systems)}; queue {args.queue_ms:g} ms"]
+    seconds = 0.0
+    if cells:
+        rates = dict.fromkeys(c.rate_mbit for c in cells)
+        plan.append(f"sweep: {len(cells)} cells at {', '.join(f'{r:g}' for r in rates)} Mbit/s")
+        seconds += len(systems) * sum(
+            w.warmup + w.window + 4 for c in cells for w in [windows_for(c.rtt_ms, args, c.loss)]
+        )
+    if not args.no_scenarios:
+        plan.append(f"scenarios: blackhole {args.blackhole:g} s, address change")
+        seconds += len(systems) * (2 * (SCENARIO_LEAD + 8) + args.blackhole + 30)
+    plan.append(f"about {seconds / 60:.0f} min")
+    print(f"bench_lab: {'; '.join(plan)}", file=sys.stderr, flush=True)
+
+
+def run(
+    systems: list[System], cells: Sequence[Cell], args: argparse.Namespace, work: Path
+) -> Report:
+    """Build the lab, serve the random file, run the sweep and the scenarios."""
+    report = Report()
+    www = work / "www"
+    www.mkdir()
+    labstack.write_random_file(www / "blob", file_size(cells, args))
+    bench = Bench(None, work, args.queue_ms)
+    try:
+        ccs = [s.cc for s in systems if isinstance(s, KernelTcp)]
+        with allow_congestion_controls(ccs), netlab.Lab(seed=args.seed) as lab:
+            bench.lab = lab
+            for ns in ("client", "server"):
+                bench.sysctl(ns, "net.ipv4.tcp_no_metrics_save", "1")
+            labstack.start_http_server(lab, www, bind="0.0.0.0", port=HTTP_PORT)
+            for system in systems:
+                system.setup(bench)
+            if cells:
+                run_sweep(bench, systems, cells, args, report)
+            if not args.no_scenarios:
+                run_scenarios(bench, systems, args, report)
+    except KeyboardInterrupt:
+        print("bench_lab: interrupted; reporting what was measured", file=sys.stderr)
+    finally:
+        for system in systems:
+            system.close(bench)
+        if args.logs is not None:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            for log in work.glob("*.log"):
+                shutil.copy(log, args.logs / log.name)
+            print(f"bench_lab: logs in {args.logs}", file=sys.stderr)
+    return report
+
+
+def describe_rate(cells: Sequence[Cell], args: argparse.Namespace) -> Any:
+    """The sentence above each rate's goodput table."""
+
+    def describe(rate: float) -> str:
+        mine = [c for c in cells if c.rate_mbit == rate]
+        rtts = sorted({c.rtt_ms for c in mine})
+        wins = ", ".join(
+            f"{rtt} ms: {w.warmup:g} s warm-up + {w.window:g} s window"
+            for rtt in rtts
+            for w in [windows_for(rtt, args)]
+        )
+        heavy = not args.quick and any(c.loss >= HEAVY_LOSS for c in mine)
+        return (
+            f"Goodput Mbit/s (efficiency eta = goodput / ((1 - p) x C)), C = {rate:g} Mbit/s "
+            f"each way, queue {args.queue_ms:g} ms; measured after the loss was switched on: "
+            f"{wins}" + (" (warm-up 60 s at 90 % loss)" if heavy else "") + ". Loss is applied "
+            "before the queue, so eta can exceed 1 (a sender pushing more than C still gets "
+            "up to C through)"
+        )
+
+    return describe
+
+
+def output(report: Report, cells: Sequence[Cell], args: argparse.Namespace) -> None:
+    """Markdown on stdout, the JSON and the plot files, the problems on stderr."""
+    scenario = (
+        f"Scenarios ({SCENARIO_RATE:g} Mbit/s, {SCENARIO_LOSS:.0%} loss, {SCENARIO_RTT} ms RTT; "
+        f"events {SCENARIO_LEAD:g} s into a download)"
+    )
+    rates = list(dict.fromkeys(c.rate_mbit for c in cells))
+    print(markdown(report, rates=rates, describe=describe_rate(cells, args), scenario=scenario))
+    with args.json.open("w") as f:
+        json.dump({"rows": report.rows, "scenarios": report.scenarios}, f, indent=1)
+    print(f"\nJSON: {args.json}", file=sys.stderr)
+    why_not = plot(report, args.plot)
+    print(f"bench_lab: {why_not}" if why_not else f"plot: {args.plot}", file=sys.stderr)
+    if report.problems:
+        print("\nProblems:", file=sys.stderr)
+        for problem in report.problems:
+            print(f"- {problem}", file=sys.stderr)
+
+
+def main() -> int:
+    args, cells = parse_args()
     reason = netlab.unavailable_reason()
     if reason is not None:
         print(f"bench_lab: the lab {reason}; nothing to measure", file=sys.stderr)
@@ -785,14 +505,7 @@ def main() -> int:
     if shutil.which("curl") is None:
         print("bench_lab: curl is missing (scripts/install-bench-deps)", file=sys.stderr)
         return 2
-    systems: list[System] = []
-    for name in names:
-        system = make_system(name, args)
-        why = system.unavailable()
-        if why is None:
-            systems.append(system)
-        else:
-            print(f"bench_lab: skipping {name}: {why}", file=sys.stderr)
+    systems = available_systems(args)
     if not systems:
         print("bench_lab: no system to measure", file=sys.stderr)
         return 2
@@ -803,76 +516,10 @@ def main() -> int:
             "bench_lab: matplotlib is missing (scripts/install-bench-deps): no plot",
             file=sys.stderr,
         )
-
-    queue_bytes = int(RATE_BPS / 8 * args.queue_ms / 1000)
-    wins = [windows_for(r, args, p) for r in rtts for p in losses]
-    # Enough file that no transfer ends inside its window: the longest sweep cell (first
-    # byte + warm-up + window) or a scenario (~25 s of data), at C, with margin.
-    longest = max([25.0, *(5 + w.warmup + w.window for w in wins)])
-    file_size = max(64 << 20, int(RATE_BPS / 8 * (longest + 15) * 1.2))
-    plan = [f"systems {', '.join(s.name for s in systems)}; queue {queue_bytes} bytes"]
-    seconds = 0.0
-    if not args.no_sweep:
-        plan.append(
-            f"sweep: loss {', '.join(f'{p:.0%}' for p in losses)} x RTT "
-            f"{', '.join(map(str, rtts))} ms"
-        )
-        seconds += len(systems) * sum(
-            w.warmup + w.window + 4 for r in rtts for p in losses for w in [windows_for(r, args, p)]
-        )
-    if not args.no_scenarios:
-        plan.append(f"scenarios: blackhole {args.blackhole:g} s, address change")
-        seconds += len(systems) * (2 * (SCENARIO_LEAD + 8) + args.blackhole + 30)
-    plan.append(f"about {seconds / 60:.0f} min")
-    print(f"bench_lab: {'; '.join(plan)}", file=sys.stderr, flush=True)
-
-    report = Report()
+    announce(systems, cells, args)
     with tempfile.TemporaryDirectory(prefix="resip-bench-lab-") as tmp:
-        work = Path(tmp)
-        www = work / "www"
-        www.mkdir()
-        labstack.write_random_file(www / "blob", file_size)
-        try:
-            ccs = [s.cc for s in systems if isinstance(s, KernelTcp)]
-            with allow_congestion_controls(ccs), netlab.Lab(seed=args.seed) as lab:
-                bench = Bench(lab, work, queue_bytes)
-                for ns in ("client", "server"):
-                    bench.sysctl(ns, "net.ipv4.tcp_no_metrics_save", "1")
-                labstack.start_http_server(
-                    lab,
-                    www,
-                    bind="0.0.0.0",
-                    port=HTTP_PORT,
-                )
-                for system in systems:
-                    system.setup(bench)
-                if not args.no_sweep:
-                    run_sweep(bench, systems, losses, rtts, args, report)
-                if not args.no_scenarios:
-                    run_scenarios(bench, systems, args, report)
-        except KeyboardInterrupt:
-            print("bench_lab: interrupted; reporting what was measured", file=sys.stderr)
-        finally:
-            for system in systems:
-                if isinstance(system, Resip) and system.server_log is not None:
-                    system.server_log.close()
-                    (work / "resip-server.log").write_text(system.server_log.text())
-            if args.logs is not None:
-                args.logs.mkdir(parents=True, exist_ok=True)
-                for log in work.glob("*.log"):
-                    shutil.copy(log, args.logs / log.name)
-                print(f"bench_lab: logs in {args.logs}", file=sys.stderr)
-
-    print(markdown(report, losses, rtts, args))
-    with args.json.open("w") as f:
-        json.dump({"rows": report.rows, "scenarios": report.scenarios}, f, indent=1)
-    print(f"\nJSON: {args.json}", file=sys.stderr)
-    why_not = plot(report, args.plot, rtts)
-    print(f"bench_lab: {why_not}" if why_not else f"plot: {args.plot}", file=sys.stderr)
-    if report.problems:
-        print("\nProblems:", file=sys.stderr)
-        for problem in report.problems:
-            print(f"- {problem}", file=sys.stderr)
+        report = run(systems, cells, args, Path(tmp))
+    output(report, cells, args)
     return 0
 
 

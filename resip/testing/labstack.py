@@ -13,7 +13,10 @@ through ``lab.popen`` so the lab terminates it when it closes.
   enrolment URI.
 - :func:`start_server` / :func:`start_proxy` start the processes and wait until they are
   usable (API port reachable from the client namespace / "proxy ready" on stderr); they
-  raise :class:`LabStackError` with the log tail otherwise.
+  raise :class:`LabStackError` with the log tail otherwise. :func:`start_server_process`
+  also returns the server's process (the benchmarks read its CPU time from /proc). Any
+  object with the :class:`LabLike` methods will do, so the loopback benchmark runs the
+  same functions without namespaces.
 - :func:`start_http_server` serves a directory with ``python -m http.server``.
 - :class:`LogTail` collects a process's stderr lines with arrival times.
 - :class:`CurlDownload` runs curl in the client namespace and records when each byte
@@ -56,6 +59,7 @@ __all__ = [
     "start_http_server",
     "start_proxy",
     "start_server",
+    "start_server_process",
     "stop_process",
     "wait_tcp",
     "write_random_file",
@@ -190,11 +194,26 @@ class ServerSetup:
     uri: str
 
 
-def init_server(workdir: Path, public_host: str, allow: Sequence[str]) -> ServerSetup:
-    """``resip-server init`` into ``workdir/srv`` with ``allow`` rules added to the ACL."""
+def init_server(
+    workdir: Path,
+    public_host: str,
+    allow: Sequence[str],
+    *,
+    listen_host: str | None = None,
+    api_port: int | None = None,
+    resip_port: int | None = None,
+    allow_internet: bool | None = None,
+) -> ServerSetup:
+    """``resip-server init`` into ``workdir/srv`` with ``allow`` rules added to the ACL.
+
+    ``listen_host``, ``api_port`` and ``resip_port`` go to ``init`` when given (else its
+    defaults); ``allow_internet`` replaces the config's ``[acl] allow_internet`` when given.
+    """
+    options = {"--listen-host": listen_host, "--api-port": api_port, "--resip-port": resip_port}
+    extra = [x for key, value in options.items() if value is not None for x in (key, str(value))]
     init = subprocess.run(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "resip.server.cli", "init", "--dir", str(workdir / "srv"),
-         "--public-host", public_host],
+         "--public-host", public_host, *extra],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     if init.returncode != 0:
@@ -205,24 +224,37 @@ def init_server(workdir: Path, public_host: str, allow: Sequence[str]) -> Server
     rules = ", ".join(f'"allow {net}"' for net in allow)
     if "rules = []" not in text:
         raise LabStackError(f"no 'rules = []' line to open the ACL in {config}")
-    config.write_text(text.replace("rules = []", f"rules = [{rules}]", 1))
+    text = text.replace("rules = []", f"rules = [{rules}]", 1)
+    if allow_internet is not None:
+        value = "true" if allow_internet else "false"
+        text, n = re.subn(r"(?m)^allow_internet = \w+$", f"allow_internet = {value}", text)
+        if n != 1:
+            raise LabStackError(f"no single 'allow_internet' line in {config}")
+    config.write_text(text)
     return ServerSetup(config, uri)
 
 
 def start_server(lab: LabLike, config: Path, timeout: float = 30.0) -> LogTail:
     """``resip-server run`` in the server namespace; its stderr once the API answers."""
+    return start_server_process(lab, config, timeout=timeout)[1]
+
+
+def start_server_process(
+    lab: LabLike, config: Path, *, api_port: int = API_PORT, timeout: float = 30.0
+) -> tuple[subprocess.Popen[Any], LogTail]:
+    """:func:`start_server` returning the process too (for its pid), API on ``api_port``."""
     proc = lab.popen(
         "server", [sys.executable, "-m", "resip.server.cli", "run", "--config", str(config)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stderr is not None
     tail = LogTail(proc.stderr)
-    if not wait_tcp(lab, "client", lab.server_addr, API_PORT, timeout):
+    if not wait_tcp(lab, "client", lab.server_addr, api_port, timeout):
         stop_process(proc)
         tail.close()
         raise LabStackError(f"resip-server did not start:\n{tail.text()[-3000:]}")
     log.info("resip-server up in the server namespace")
-    return tail
+    return proc, tail
 
 
 def start_http_server(
