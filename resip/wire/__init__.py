@@ -14,7 +14,7 @@ Rooms, by PROTOCOL.md section (this module re-exports their public names):
 
 - :mod:`resip.wire.ints` (§1): packed integers and field limits.
 - :mod:`resip.wire.records` (§4): :class:`Record` and the inner plaintext.
-- :mod:`resip.wire.codes` (§5): the :class:`Cmd`, :class:`Proto` and
+- :mod:`resip.wire.enums` (§5): the :class:`Cmd`, :class:`Proto` and
   :class:`AddrType` numbers.
 - :mod:`resip.wire.ack` (§5.4): :class:`Ack`, its encoder and parser, and
   :func:`ack_from_ranges`.
@@ -25,7 +25,6 @@ Rooms, by PROTOCOL.md section (this module re-exports their public names):
 from __future__ import annotations
 
 from resip.wire.ack import MAX_ACK_ITEMS, MAX_PACKET_RANGES, Ack, AckGroup, ack_from_ranges
-from resip.wire.codes import AddrType, Cmd, Proto
 from resip.wire.commands import (
     Close,
     Command,
@@ -41,6 +40,7 @@ from resip.wire.commands import (
     encode_command,
     parse_command_untrusted,
 )
+from resip.wire.enums import AddrType, Cmd, Proto
 from resip.wire.ints import (
     MAX_CHANNEL,
     MAX_REASON,

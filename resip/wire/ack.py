@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from resip.errors import WireError
-from resip.wire.codes import Cmd
+from resip.wire.enums import Cmd
 from resip.wire.ints import MAX_U64, byte_at, chan_bytes, int_bits, u64_bytes, unpack_int_untrusted
 
 MAX_ACK_ITEMS = 64

@@ -1,7 +1,7 @@
 """Command-channel messages of protocol v2 (docs/PROTOCOL.md §5): one frozen dataclass each.
 
 A command is the data of one channel-0 message; its first byte's low 5 bits are
-the :class:`~resip.wire.codes.Cmd` number, and command 1 is START from the client
+the :class:`~resip.wire.enums.Cmd` number, and command 1 is START from the client
 and STARTED from the server. Invariants:
 
 - :func:`parse_command_untrusted` raises only :class:`~resip.errors.WireError`,
@@ -23,7 +23,7 @@ from typing import TypeAlias
 
 from resip.errors import WireError
 from resip.wire.ack import Ack, encode_ack, parse_ack_untrusted
-from resip.wire.codes import AddrType, Cmd, Proto
+from resip.wire.enums import AddrType, Cmd, Proto
 from resip.wire.ints import (
     MAX_REASON,
     PATH_DATA_SIZE,

@@ -1,8 +1,9 @@
-"""The numbers the command channel puts on the wire (docs/PROTOCOL.md §5).
+"""Enumerations of the values the command channel puts on the wire (docs/PROTOCOL.md §5).
 
 Only enumerations live here, so that every codec module (commands, ACKs, and the
 legacy v1 codec in :mod:`resip.compat`) can share them without importing each other.
-Their values are protocol constants: changing one breaks every deployed peer.
+Their values are protocol constants: changing one breaks every deployed peer. The
+CLOSE and TERMINATE reason codes are in :mod:`resip.codes`.
 """
 
 from __future__ import annotations
