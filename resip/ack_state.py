@@ -10,9 +10,9 @@ Invariants:
 1. A counter is in :attr:`AckState.counters` only if *every* record of that
    packet was taken: the sender treats an acknowledged packet's records as
    delivered, so a packet with a refused record must look missing.
-2. ``pending`` counts ack-eliciting packets since the last ACK; ``deadline``
-   is None exactly when nothing is owed, at most ``max_ack_delay`` after the
-   first of them, and ``now`` after the ``ack_every``-th one or a gap.
+2. ``pending`` counts ack-eliciting packets since the last ACK. The ``deadline``
+   is at most ``max_ack_delay`` after the first of them, and ``now`` after the
+   ``ack_every``-th one or a gap; building an ACK clears both.
 3. ``largest`` only grows; ``largest_at`` is when it arrived (the ACK's delay).
 4. Memory is bounded: counters more than 2^16 below the newest are forgotten,
    channels not heard from for a while leave the active list, and the record

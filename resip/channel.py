@@ -253,20 +253,31 @@ class SendSide:
             record.counter = -1
             heapq.heappush(self.lost, pnum)
 
-    def next_retransmission(self) -> OutRecord | None:
-        """The next lost record still unacknowledged, or None."""
+    def lost_record(self) -> OutRecord | None:
+        """The next record to retransmit (the lowest lost pnum still unacknowledged).
+
+        It stays queued; entries made stale by an ACK or a newer transmission are dropped.
+        """
         lost = self.lost
         unacked = self.unacked
         while lost:
-            record = unacked.get(heapq.heappop(lost))
+            record = unacked.get(lost[0])
             if record is not None and record.counter == -1:
                 return record
+            heapq.heappop(lost)
         return None
 
-    def requeue(self, record: OutRecord) -> None:
-        """Put back a record taken by :meth:`next_retransmission` that did not fit."""
-        record.counter = -1
-        heapq.heappush(self.lost, record.pnum)
+    def next_retransmission(self, channel: int, room: int) -> OutRecord | None:
+        """Dequeue :meth:`lost_record` if its encoding (header included) fits ``room`` bytes.
+
+        None when nothing is lost or it does not fit; then it stays queued, so a full
+        packet never takes a record it must give back.
+        """
+        record = self.lost_record()
+        if record is None or record_overhead(channel, record.pnum) + len(record.data) > room:
+            return None
+        heapq.heappop(self.lost)
+        return record
 
     @property
     def done(self) -> bool:

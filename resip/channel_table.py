@@ -211,17 +211,23 @@ class ChannelTable:
         return sum(c.send.buffered for c in self._channels.values())
 
     def next_record(self, room: int, *, now: float) -> tuple[int, OutRecord, bool] | None:
-        """The next record to send within ``room`` bytes: (channel, record, is_retransmission)."""
+        """The next record whose encoding fits ``room`` bytes: (channel, record, is_retransmission).
+
+        None when nothing waits or the next record does not fit (the packet is full):
+        a record is taken only to be sent, never pulled and pushed back.
+        """
         retx = self._retx
         while retx:
             channel_id = retx[0]
             channel = self._channels.get(channel_id)
-            record = channel.send.next_retransmission() if channel is not None else None
-            if record is None:
-                retx.popleft()
-                self._retx_set.discard(channel_id)
-                continue
-            return channel_id, record, True
+            if channel is not None:
+                record = channel.send.next_retransmission(channel_id, room)
+                if record is not None:
+                    return channel_id, record, True
+                if channel.send.lost_record() is not None:
+                    return None  # the next retransmission does not fit: the packet is full
+            retx.popleft()
+            self._retx_set.discard(channel_id)
         ready = self._ready
         while ready:
             channel_id = ready[0]
@@ -240,16 +246,6 @@ class ChannelTable:
                 self._stoppable.append(channel_id)
             return channel_id, new, False
         return None
-
-    def push_back(self, channel_id: int, record: OutRecord, *, is_retx: bool) -> None:
-        """A record from :meth:`next_record` did not fit after all: send it next time."""
-        channel = self._channels.get(channel_id)
-        if channel is None:
-            return
-        channel.send.requeue(record)
-        if channel_id not in self._retx_set:
-            self._retx_set.add(channel_id)
-            self._retx.appendleft(channel_id)
 
     def take_stoppable(self) -> list[int]:
         """Channels whose last record was just cut (their STOP may go out)."""

@@ -418,7 +418,6 @@ class RateController:
         self._round_app_limited = False
 
     def _end_round(self, now: float, rtt: RttEstimator) -> None:
-        cfg = self.config
         self._next_round_delivered = self._delivered
         self._round_count += 1
         start = self._round_start_time if self._round_start_time is not None else now
@@ -427,7 +426,24 @@ class RateController:
         acked, lost, round_rtt = self._round_acked, self._round_lost, self._round_min_rtt
         app_limited = self._round_app_limited
         self._reset_round(now)
+        queued = self._judge_queue(acked, lost, round_rtt, app_limited, rtt)
+        guard_fired = self._queue_guard(delivered, duration)
+        if self.state == "startup":
+            self._end_startup_round(queued or guard_fired, app_limited)
+        elif self.state == "drain":
+            self._end_drain_round(queued, rtt.min_rtt)
+        else:
+            if self._guard_drain:
+                self._guard_drain = False
+            else:
+                self._phase = (self._phase + 1) % len(self.config.probe_gains)
+            if guard_fired:
+                self._guard_drain = True
 
+    def _judge_queue(
+        self, acked: int, lost: int, round_rtt: float, app_limited: bool, rtt: RttEstimator
+    ) -> bool:
+        """Whether the round showed queueing; a clean one feeds the loss estimate."""
         # Queueing is judged against the smallest RTT ever seen on this path, not the
         # 10-second window: a queue we keep full for 10 s would otherwise become the new
         # baseline, and the loss correction would then read our own tail drops as random
@@ -444,59 +460,57 @@ class RateController:
             # min_rate, where one packet waits ~100 ms for the pacer.
             if not app_limited:
                 self._queue_rounds = self._queue_rounds + 1 if queued else 0
+        return queued
 
-        guard_fired = False
+    def _queue_guard(self, delivered: int, duration: float) -> bool:
+        """Cap the estimate after persistent queueing; returns whether it fired."""
         if self._guard_cooldown:
             self._guard_cooldown -= 1
-        elif self._queue_rounds >= _QUEUE_ROUNDS and duration > 0:
-            # We are overfilling a queue. The round's delivery rate is what the bottleneck
-            # really passes; correct it only with the loss estimate frozen before queueing.
-            # That estimate may itself be inflated (tail drops from an earlier overshoot
-            # look like random loss), so also shrink by a fixed factor: persistent
-            # queueing then always ends, and clean rounds re-learn the true loss rate.
-            self._bw.cap(
-                min(
-                    delivered / duration / (1 - self.loss_estimate),
-                    self.bandwidth_estimate * _GUARD_DECREASE,
-                )
+            return False
+        if self._queue_rounds < _QUEUE_ROUNDS or duration <= 0:
+            return False
+        # We are overfilling a queue. The round's delivery rate is what the bottleneck
+        # really passes; correct it only with the loss estimate frozen before queueing.
+        # That estimate may itself be inflated (tail drops from an earlier overshoot
+        # look like random loss), so also shrink by a fixed factor: persistent
+        # queueing then always ends, and clean rounds re-learn the true loss rate.
+        self._bw.cap(
+            min(
+                delivered / duration / (1 - self.loss_estimate),
+                self.bandwidth_estimate * _GUARD_DECREASE,
             )
-            self._queue_rounds = 0
-            # Let the drain take effect before judging again: on a 1 ms loopback round
-            # the guard would otherwise cut 15 % every 2 ms and collapse the rate.
-            self._guard_cooldown = _GUARD_COOLDOWN_ROUNDS
-            guard_fired = True
+        )
+        self._queue_rounds = 0
+        # Let the drain take effect before judging again: on a 1 ms loopback round
+        # the guard would otherwise cut 15 % every 2 ms and collapse the rate.
+        self._guard_cooldown = _GUARD_COOLDOWN_ROUNDS
+        return True
 
-        if self.state == "startup":
-            if queued or guard_fired:
-                # In startup one queued round suffices: we pace at ~2.9x the estimate, so a
-                # queue means the pipe is full, and waiting for the 2-round guard or 3 flat
-                # rounds (BBR §4.3.2.2) costs seconds of tail drops on long-RTT paths. RTT
-                # growth as a slow-start exit signal is HyStart++ (RFC 9406 §4.2).
-                self._enter_drain()
-            elif not app_limited and self._loss_acked >= _STARTUP_MIN_ACKED:
-                est = self.bandwidth_estimate
-                if est >= self._full_bw * _STARTUP_GROWTH:
-                    self._full_bw = est
-                    self._full_bw_rounds = 0
-                else:
-                    self._full_bw_rounds += 1
-                    if self._full_bw_rounds >= _STARTUP_FULL_ROUNDS:
-                        self._enter_drain()
-        elif self.state == "drain":
-            self._drain_rounds += 1
-            bdp = self.bandwidth_estimate * wmin
-            # A round without queueing has nothing left to drain (startup may have ended on
-            # flat growth with no queue at all, e.g. when the initial rate was already high).
-            if not queued or self._inflight_hint <= bdp or self._drain_rounds >= _MAX_DRAIN_ROUNDS:
-                self.state = "probe_bw"
-                self._phase = _PROBE_START_PHASE
-        else:
-            if self._guard_drain:
-                self._guard_drain = False
+    def _end_startup_round(self, queue_seen: bool, app_limited: bool) -> None:
+        if queue_seen:
+            # In startup one queued round suffices: we pace at ~2.9x the estimate, so a
+            # queue means the pipe is full, and waiting for the 2-round guard or 3 flat
+            # rounds (BBR §4.3.2.2) costs seconds of tail drops on long-RTT paths. RTT
+            # growth as a slow-start exit signal is HyStart++ (RFC 9406 §4.2).
+            self._enter_drain()
+        elif not app_limited and self._loss_acked >= _STARTUP_MIN_ACKED:
+            est = self.bandwidth_estimate
+            if est >= self._full_bw * _STARTUP_GROWTH:
+                self._full_bw = est
+                self._full_bw_rounds = 0
             else:
-                self._phase = (self._phase + 1) % len(cfg.probe_gains)
-            if guard_fired:
-                self._guard_drain = True
+                self._full_bw_rounds += 1
+                if self._full_bw_rounds >= _STARTUP_FULL_ROUNDS:
+                    self._enter_drain()
+
+    def _end_drain_round(self, queued: bool, wmin: float) -> None:
+        self._drain_rounds += 1
+        bdp = self.bandwidth_estimate * wmin
+        # A round without queueing has nothing left to drain (startup may have ended on
+        # flat growth with no queue at all, e.g. when the initial rate was already high).
+        if not queued or self._inflight_hint <= bdp or self._drain_rounds >= _MAX_DRAIN_ROUNDS:
+            self.state = "probe_bw"
+            self._phase = _PROBE_START_PHASE
 
     def _enter_drain(self) -> None:
         self.state = "drain"

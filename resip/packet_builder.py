@@ -76,11 +76,13 @@ class Outbox:
 
 
 class Packet:
-    """One packet being filled: its encoded records and the room left."""
+    """One packet being filled: its counter (known before any record is added, so each
+    ordered record is stamped as it goes in), its encoded records and the room left."""
 
-    __slots__ = ("carried", "eliciting", "records", "room")
+    __slots__ = ("carried", "counter", "eliciting", "records", "room")
 
-    def __init__(self, room: int) -> None:
+    def __init__(self, counter: int, room: int) -> None:
+        self.counter = counter
         self.room = room
         self.records: list[bytes] = []
         #: Ordered records it carries, as (channel, pnum).
@@ -89,13 +91,15 @@ class Packet:
 
     def add(self, encoded: bytes) -> None:
         """Append an encoded record that fits."""
+        assert len(encoded) <= self.room
         self.records.append(encoded)
         self.room -= len(encoded)
 
-    def add_ordered(self, channel_id: int, pnum: int, encoded: bytes) -> None:
-        """Append an encoded ordered record that fits; the packet is ack-eliciting."""
+    def add_ordered(self, channel_id: int, record: OutRecord, encoded: bytes) -> None:
+        """Append an ordered record that fits; this packet becomes its latest transmission."""
         self.add(encoded)
-        self.carried.append((channel_id, pnum))
+        self.carried.append((channel_id, record.pnum))
+        record.counter = self.counter
 
 
 class PacketBuilder:
@@ -168,7 +172,7 @@ class PacketBuilder:
         if size_limit is None:
             return None
         recovery = self._recovery
-        packet = Packet(size_limit - OVERHEAD - INNER_PREFIX)
+        packet = Packet(self._protector.next_counter, size_limit - OVERHEAD - INNER_PREFIX)
         self._control_records(packet, now=now)
         if self._outbox.keepalive_request and packet.room >= MIN_ROOM:
             packet.add(self._keepalive)
@@ -192,16 +196,10 @@ class PacketBuilder:
 
     def _finish(self, packet: Packet, size_limit: int, *, now: float) -> bytes:
         datagram = self.seal(packet.records, now=now, size=size_limit)
+        assert self._protector.next_counter == packet.counter + 1
         size = len(datagram)
-        counter = self._protector.next_counter - 1
         if packet.eliciting:
-            self._recovery.on_packet_sent(counter, packet.carried, size=size, now=now)
-        for channel_id, pnum in packet.carried:
-            send = self._cmd if channel_id == 0 else self._channels.send_side(channel_id)
-            if send is not None:
-                record = send.unacked.get(pnum)
-                if record is not None:
-                    record.counter = counter
+            self._recovery.on_packet_sent(packet.counter, packet.carried, size=size, now=now)
         self._role.on_sent(size)
         return datagram
 
@@ -284,18 +282,16 @@ class PacketBuilder:
         """Commands: retransmissions, then new ones. False when one did not fit."""
         cmd = self._cmd
         while packet.room >= MIN_ROOM:
-            record = cmd.next_retransmission()
-            if record is None:
+            record = cmd.next_retransmission(0, packet.room)
+            if record is not None:
+                self.retransmissions += 1
+            elif cmd.lost_record() is not None:
+                return False  # the next retransmission does not fit: the packet is full
+            else:
                 record = cmd.next_new_record(0, packet.room, now=now)
                 if record is None:
                     break
-            else:
-                self.retransmissions += 1
-            encoded = self._encode_out(0, record)
-            if len(encoded) > packet.room:
-                cmd.requeue(record)
-                return False
-            packet.add_ordered(0, record.pnum, encoded)
+            packet.add_ordered(0, record, self._encode_out(0, record))
         return True
 
     def _fill_channels(self, packet: Packet, *, now: float) -> None:
@@ -306,16 +302,12 @@ class PacketBuilder:
             if item is None:
                 break
             channel_id, out, is_retx = item
-            encoded = self._encode_out(channel_id, out)
-            if len(encoded) > packet.room:
-                channels.push_back(channel_id, out, is_retx=is_retx)
-                break
             if is_retx:
                 self.retransmissions += 1
                 channel = channels.get(channel_id)
                 if channel is not None:
                     channel.retransmissions += 1
-            packet.add_ordered(channel_id, out.pnum, encoded)
+            packet.add_ordered(channel_id, out, self._encode_out(channel_id, out))
 
     def _repeat_commands(self, packet: Packet) -> None:
         """On a very lossy link (or before the peer was ever heard), repeat unacknowledged
@@ -332,7 +324,7 @@ class PacketBuilder:
             encoded = self._encode_out(0, record)
             if len(encoded) > packet.room:
                 break
-            packet.add_ordered(0, pnum, encoded)
+            packet.add_ordered(0, record, encoded)
 
     def _encode_out(self, channel_id: int, record: OutRecord) -> bytes:
         return encode_record(

@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from enum import Enum
 
@@ -42,7 +43,7 @@ class Role(Enum):
     SERVER = "server"
 
 
-class RolePolicy:
+class RolePolicy(ABC):
     """The differences between the two ends; see the module docstring."""
 
     role: Role
@@ -55,9 +56,9 @@ class RolePolicy:
     holds_early_records: bool
 
     @property
+    @abstractmethod
     def peer(self) -> Path | None:
         """Where our packets go."""
-        raise NotImplementedError
 
     @property
     def path_changes(self) -> int:
@@ -83,6 +84,7 @@ class RolePolicy:
         """Largest datagram we may send now; None while nothing may be sent."""
         return packet_size
 
+    @abstractmethod
     def on_sent(self, size: int) -> None:
         """A datagram of ``size`` bytes went to :attr:`peer`."""
 
@@ -90,6 +92,7 @@ class RolePolicy:
         """The PATH_CHALLENGE for the next packet: (data, address, first copy)."""
         return None
 
+    @abstractmethod
     def on_response(self, data: bytes) -> None:
         """A PATH_RESPONSE arrived."""
 
@@ -129,6 +132,12 @@ class ClientRole(RolePolicy):
     def set_peer(self, path: Path) -> None:
         """Send to ``path`` from now on (address change, or UDP/TCP fallback switch)."""
         self._peer = path
+
+    def on_sent(self, size: int) -> None:
+        """Nothing to account: the client sends wherever its owner says."""
+
+    def on_response(self, data: bytes) -> None:
+        """Ignored: the client never challenges (PATH_RESPONSE is client to server)."""
 
     def keepalive_at(
         self, *, in_flight: bool, last_heard: float | None, sent_at: float, interval: float
