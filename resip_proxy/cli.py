@@ -3,7 +3,8 @@
 - ``init URI`` writes the client config from an enrolment URI.
 - ``run`` serves SOCKS5 + HTTP proxy on one local port over one resilient session,
   until Ctrl-C or SIGTERM (exit 0); config and server errors are one line, exit 1.
-- ``connect HOST PORT`` joins stdin/stdout to one channel (an ssh ProxyCommand).
+- ``connect HOST PORT`` joins stdin/stdout to one channel (an ssh ProxyCommand), through
+  the running ``run`` when there is one (resip_proxy.connect).
 - ``demo`` runs an embedded server and the proxy on loopback with throwaway keys.
 - ``status`` shows the running proxy's live status from its control socket
   (``--once`` or no terminal: one frame, ``--json``: the snapshot; exit 1 if no proxy runs).
@@ -32,8 +33,6 @@ import typer
 
 from resip import __version__
 from resip.errors import ConfigError
-from resip.testing.netsim import LinkSpec
-from resip.testing.pair import SessionPair
 
 if TYPE_CHECKING:
     from resip_proxy.client import SessionManager
@@ -74,6 +73,10 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Simulator seed (runs are reproducible).")] = 1,
 ) -> None:
     """Run a transfer through a simulated impaired link and report goodput and stats."""
+    # Imported here, as every command's heavy parts are: start-up is connect's latency.
+    from resip.testing.netsim import LinkSpec
+    from resip.testing.pair import SessionPair
+
     nbytes = _size(size)
     spec = LinkSpec(
         delay=rtt_ms / 2000,
@@ -217,11 +220,16 @@ async def _serve_proxy(manager: SessionManager, listen: tuple[str, int]) -> Prox
 
 
 @contextlib.asynccontextmanager
-async def _control(manager: SessionManager, path: Path | None) -> AsyncIterator[None]:
-    """Serve the status socket (resip_proxy.control) while the proxy runs; never fatal."""
+async def _control(
+    manager: SessionManager, path: Path | None, listen: tuple[str, int]
+) -> AsyncIterator[None]:
+    """Serve the status socket (resip_proxy.control) while the proxy runs; never fatal.
+
+    ``listen`` (the proxy's bound address) lets ``connect`` use this proxy.
+    """
     from resip_proxy.control import ControlError, ControlServer
 
-    server = ControlServer(manager, path)
+    server = ControlServer(manager, path, listen=listen)
     try:
         await server.start()
     except ControlError as exc:
@@ -282,7 +290,7 @@ def run(
                 typer.echo(
                     f"proxy ready on {address[0]}:{frontend.address[1]} (SOCKS5 and HTTP)", err=True
                 )
-                async with _control(manager, control_socket):
+                async with _control(manager, control_socket, frontend.address):
                     await _until_stopped()
             finally:
                 await frontend.close()
@@ -292,67 +300,62 @@ def run(
     _run_async(main)
 
 
+ProxySocketOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--control-socket",
+        help="Where to look for a running `resip-proxy run` (default: as `run`).",
+    ),
+]
+OwnSessionOption = Annotated[
+    bool,
+    typer.Option("--own-session", help="Always create a session, even when a proxy is running."),
+]
+
+
 @app.command()
 def connect(
     host: Annotated[str, typer.Argument(help="Target host (resolved by the server).")],
     port: Annotated[int, typer.Argument(min=1, max=65535, help="Target port.")],
     config: ConfigOption = None,
     verbose: VerboseOption = False,
+    control_socket: ProxySocketOption = None,
+    own_session: OwnSessionOption = False,
 ) -> None:
-    """Join stdin/stdout to HOST:PORT: ssh -o ProxyCommand='resip-proxy connect %h %p' host."""
-    from resip_proxy.client import ChannelFailed, ClientError, SessionManager
+    """Join stdin/stdout to HOST:PORT: ssh -o ProxyCommand='resip-proxy connect %h %p' host.
+
+    Uses a running `resip-proxy run` of the same server if there is one;
+    otherwise, or with --own-session, it creates a session of its own.
+    stdin and stdout may be pipes, sockets, a terminal or files.
+    On SIGHUP (from ssh), SIGTERM or SIGINT it closes channel and session
+    at once and exits with 128 + the signal number.
+    """
+    from resip_proxy.connect import ConnectError, run_connect
 
     _setup_logging(logging.DEBUG if verbose else logging.WARNING)
     try:
         cfg = _load(config)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-
-    async def main() -> None:
-        manager = SessionManager(cfg.enrolment, on_pin=lambda fp: _pin(cfg, fp))
-        try:
-            await manager.start()
-            channel = manager.open_channel(host, port)
-            try:
-                await channel.wait_started(30.0)
-            except ChannelFailed as exc:
-                raise ClientError(
-                    f"cannot connect to {host}:{port}: {exc.reason} (code {exc.code})"
-                ) from None
-            reader, writer = await _stdio_streams()
-            result = await channel.splice(reader, writer).run()
-            if result.terminated is not None and result.terminated[0] != 0:
-                raise ClientError(f"connection to {host}:{port} aborted: {result.terminated[1]}")
-        finally:
-            await manager.close()
-
-    _run_async(main)
-
-
-class _StdoutProtocol(asyncio.streams.FlowControlMixin):
-    """Flow control for stdout, plus the close waiter ``StreamWriter.wait_closed`` needs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if not self._closed.done():
-            self._closed.set_result(None)
-
-    def _get_close_waiter(self, stream: object) -> asyncio.Future[None]:
-        return self._closed
-
-
-async def _stdio_streams() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Non-blocking asyncio streams on stdin and stdout (pipes, sockets or ttys)."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 16)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    transport, protocol = await loop.connect_write_pipe(_StdoutProtocol, sys.stdout)
-    writer = asyncio.StreamWriter(transport, protocol, None, loop)
-    return reader, writer
+    # Not _run_async: that imports the session manager, which a connect through a
+    # running proxy never needs (run_connect imports it only for a session of its own).
+    try:
+        status = asyncio.run(
+            run_connect(
+                cfg,
+                host,
+                port,
+                control_socket=control_socket,
+                own_session=own_session,
+                on_pin=lambda fp: _pin(cfg, fp),
+            )
+        )
+    except (ConnectError, ConfigError) as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C before run_connect's own handler was in place
+        status = 128 + signal.SIGINT
+    if status:
+        raise typer.Exit(status)
 
 
 @app.command()
@@ -411,7 +414,7 @@ def demo(
                         typer.echo(f"  ssh -o ProxyCommand='{command}' user@host")
                         typer.echo(f"  chromium --proxy-server=socks5://{proxy}")
                         typer.echo("Ctrl-C to stop.")
-                        async with _control(manager, control_socket):
+                        async with _control(manager, control_socket, frontend.address):
                             await _until_stopped()
                     finally:
                         await frontend.close()

@@ -34,7 +34,6 @@ from typing import Any
 
 from resip.enrol import Enrolment, format_uri, parse_uri
 from resip.errors import ConfigError
-from resip.server.certs import write_private_file
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -112,6 +111,10 @@ def render_client_config(cfg: ClientConfig) -> str:
 
 def write_client_config(cfg: ClientConfig) -> None:
     """Write ``cfg`` to ``cfg.path`` atomically with mode 0600 (creating the directory)."""
+    # Imported here: resip.server.certs loads the cryptography package, which every
+    # command reading the config (connect's start-up) would otherwise pay for.
+    from resip.server.certs import write_private_file
+
     cfg.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_private_file(cfg.path, render_client_config(cfg))
 

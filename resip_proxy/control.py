@@ -12,6 +12,10 @@ Contract
   belongs to someone else or is open to others) and the socket is chmod 0600, so only the
   user can read the status. ``RESIP_CONTROL_SOCKET`` or an explicit path override it.
   A stale socket (nobody answers) is replaced; a live one is an error (another proxy).
+- ``GET /proxy`` answers ``{"listen": "HOST:PORT" | null, "server": "HOST:API_PORT",
+  "pid": N}``: where the proxy's SOCKS5/HTTP listener is and which server its session
+  goes to, so ``resip-proxy connect`` can use the running proxy instead of creating a
+  session of its own (:func:`resip_proxy.locate.fetch_proxy_info` reads it without aiohttp).
 - :func:`fetch_status` is the reading side (``resip-proxy status``); every failure is a
   :class:`ControlError` with one line fit for users.
 
@@ -37,6 +41,7 @@ from resip.errors import ResipError
 from resip.session import State
 
 from .client import SessionManager
+from .locate import default_socket_path, server_name
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -45,6 +50,7 @@ __all__ = [
     "build_snapshot",
     "default_socket_path",
     "fetch_status",
+    "server_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,22 +61,10 @@ SCHEMA_VERSION = 1
 MAX_EVENTS = 200
 #: A local address change this recent shows the session as "roaming".
 ROAMING_WINDOW = 10.0
-SOCKET_NAME = "proxy.sock"
 
 
 class ControlError(ResipError):
     """The control socket cannot be served or read; the message is one line."""
-
-
-def default_socket_path() -> Path:
-    """Where the control socket lives unless overridden (see the module docstring)."""
-    override = os.environ.get("RESIP_CONTROL_SOCKET")
-    if override:
-        return Path(override)
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "resip" / SOCKET_NAME
-    return Path("/tmp") / f"resip-{os.getuid()}" / SOCKET_NAME  # noqa: S108 - per-user 0700 dir
 
 
 def _private_dir(directory: Path) -> None:
@@ -103,11 +97,19 @@ def _socket_alive(path: Path) -> bool:
 
 
 class ControlServer:
-    """Serves ``GET /status`` for one :class:`SessionManager` on a unix socket."""
+    """Serves ``GET /status`` and ``GET /proxy`` for one :class:`SessionManager`."""
 
-    def __init__(self, manager: SessionManager, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        manager: SessionManager,
+        path: Path | None = None,
+        *,
+        listen: tuple[str, int] | None = None,
+    ) -> None:
+        """``listen``: the proxy listener's bound address, announced by ``GET /proxy``."""
         self.manager = manager
         self.path = path if path is not None else default_socket_path()
+        self.listen = listen
         #: The clock origin of every ``t`` in the snapshot: the proxy's first event
         #: (the session's creation) or now, whichever is earlier.
         self.started_at = min([t for t, _, _ in manager.event_log] + [time.monotonic()])
@@ -151,6 +153,7 @@ class ControlServer:
                 path.unlink()
         app = web.Application()
         app.router.add_get("/status", self._status)
+        app.router.add_get("/proxy", self._proxy)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.UnixSite(self._runner, str(path))
@@ -178,6 +181,15 @@ class ControlServer:
             log.exception("building the status snapshot failed")
             return web.json_response({"error": "internal error building the status"}, status=500)
         return web.json_response(doc)
+
+    async def _proxy(self, request: web.Request) -> web.Response:
+        listen = None
+        if self.listen is not None:
+            host, port = self.listen
+            listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        enrolment = self.manager.enrolment
+        server = server_name(enrolment.host, enrolment.api_port)
+        return web.json_response({"listen": listen, "server": server, "pid": os.getpid()})
 
 
 def _state(manager: SessionManager, session_state: State, roaming: bool) -> str:

@@ -17,6 +17,7 @@ file in the temporary directory, quoted in assertion messages when something fai
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -27,11 +28,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
+from resip.server.admin import fetch_admin_status
+from resip.server.certs import cert_fingerprint
 from resip.server.config import load_server_config
+from tests.sshd_support import sshd_argv, write_sshd_config
 
 #: The tests' targets are on loopback, which the server's ACL refuses by default.
 ACL_RULE = "allow 127.0.0.0/8"
@@ -181,7 +185,13 @@ class ServerHandle:
 @pytest.fixture(scope="session")
 def resip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
     """``resip-server init`` + ``run`` on free loopback ports, allowing loopback targets."""
-    base = tmp_path_factory.mktemp("e2e-server")
+    with start_resip_server(tmp_path_factory.mktemp("e2e-server")) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def start_resip_server(base: Path) -> Iterator[ServerHandle]:
+    """What :func:`resip_server` runs, in ``base``: for tests that need a server to themselves."""
     directory = base / "server"
     api_port = free_tcp_port()
     resip_port = free_tcp_udp_port()
@@ -226,6 +236,20 @@ def resip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHan
         yield ServerHandle(proc, directory, api_port, resip_port, client_config)
 
 
+def admin_status(server: ServerHandle) -> dict[str, Any]:
+    """The server's ``/v1/admin/status`` document, as ``resip-server status --json`` reads it."""
+    cfg = load_server_config(server.directory / "config.toml")
+    fingerprint = cert_fingerprint(cfg.tls_cert.read_bytes())
+    url = f"https://127.0.0.1:{server.api_port}/v1/admin/status"
+    return asyncio.run(fetch_admin_status(url, admin_key=cfg.admin_key, fingerprint=fingerprint))
+
+
+def held(server: ServerHandle) -> tuple[int, int]:
+    """``(sessions, channels)`` the server holds right now."""
+    sessions = admin_status(server)["sessions"]
+    return len(sessions), sum(len(s["channels"]) for s in sessions)
+
+
 @dataclass(frozen=True)
 class ProxyHandle:
     """A running ``resip-proxy run`` (SOCKS5 and HTTP proxy on one port)."""
@@ -258,3 +282,32 @@ def resip_proxy(
         port = int(match.group(1))
         proc.wait_for(lambda: accepts(port), f"resip-proxy on port {port}")
         yield ProxyHandle(proc, port)
+
+
+def _banner(port: int) -> bool:
+    """Whether an SSH server answers on 127.0.0.1:port (not just anything listening)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
+            return sock.recv(64).startswith(b"SSH-2.0-")
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Sshd:
+    """A private sshd accepting ``key`` for root on 127.0.0.1:``port``."""
+
+    process: Process
+    port: int
+    key: Path
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """sshd -D -e with a throwaway config, host key and authorized user key (needs root)."""
+    port = free_tcp_port()
+    config, user_key = write_sshd_config(tmp_path / "sshd", f"127.0.0.1:{port}")
+    argv = sshd_argv(config)
+    with running(argv, tmp_path / "sshd.log", what="sshd") as proc:
+        proc.wait_for(lambda: _banner(port), f"sshd banner on port {port}")
+        yield Sshd(proc, port, user_key)

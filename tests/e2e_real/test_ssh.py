@@ -13,51 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.sshd_support import ssh_options, sshd_argv, sshd_missing, write_sshd_config
+from tests.sshd_support import ssh_options, sshd_missing
 
-from .conftest import RESIP_PROXY, Process, ServerHandle, free_tcp_port, running
+from .conftest import RESIP_PROXY, ServerHandle, Sshd
 
 SIZE = 20 << 20
 
 
 pytestmark = pytest.mark.skipif(sshd_missing() is not None, reason=sshd_missing() or "")
-
-
-def _banner(port: int) -> bool:
-    """Whether an SSH server answers on 127.0.0.1:port (not just anything listening)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
-            return sock.recv(64).startswith(b"SSH-2.0-")
-    except OSError:
-        return False
-
-
-@dataclass(frozen=True)
-class Sshd:
-    """A private sshd accepting ``key`` for root on 127.0.0.1:``port``."""
-
-    process: Process
-    port: int
-    key: Path
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[Sshd]:
-    """sshd -D -e with a throwaway config, host key and authorized user key."""
-    port = free_tcp_port()
-    config, user_key = write_sshd_config(tmp_path / "sshd", f"127.0.0.1:{port}")
-    argv = sshd_argv(config)
-    with running(argv, tmp_path / "sshd.log", what="sshd") as proc:
-        proc.wait_for(lambda: _banner(port), f"sshd banner on port {port}")
-        yield Sshd(proc, port, user_key)
 
 
 def _ssh_options(sshd: Sshd, client_config: Path) -> list[str]:
