@@ -43,6 +43,7 @@ from typing import Any, cast
 from resip import events as ev
 from resip.aio.backlog import listen_backlog
 from resip.aio.driver import Listener
+from resip.codes import TerminateCode
 from resip.errors import ResipError
 from resip.wire import Proto
 
@@ -66,13 +67,13 @@ __all__ = ["ProxyFrontend"]
 log = logging.getLogger(__name__)
 
 #: TERMINATE codes (PROTOCOL.md §5.6) that are also SOCKS5 reply codes.
-_SOCKS_REPLIES = {
-    2: Reply.NOT_ALLOWED,
-    3: Reply.NETWORK_UNREACHABLE,
-    4: Reply.HOST_UNREACHABLE,
-    5: Reply.CONNECTION_REFUSED,
-    6: Reply.TTL_EXPIRED,
-    8: Reply.ADDRESS_TYPE_NOT_SUPPORTED,
+_SOCKS_REPLIES: dict[int, Reply] = {
+    TerminateCode.NOT_ALLOWED: Reply.NOT_ALLOWED,
+    TerminateCode.NETWORK_UNREACHABLE: Reply.NETWORK_UNREACHABLE,
+    TerminateCode.HOST_UNREACHABLE: Reply.HOST_UNREACHABLE,
+    TerminateCode.CONNECTION_REFUSED: Reply.CONNECTION_REFUSED,
+    TerminateCode.TIMED_OUT: Reply.TTL_EXPIRED,
+    TerminateCode.ADDRESS_TYPE_NOT_SUPPORTED: Reply.ADDRESS_TYPE_NOT_SUPPORTED,
 }
 _READ = 16 * 1024
 
@@ -180,7 +181,10 @@ class ProxyFrontend:
             log.exception("unexpected failure serving %s", peer)
         finally:
             writer.close()
-            with contextlib.suppress(OSError, ConnectionError):
+            # close() may cancel us again while we wait here (a second Ctrl-C, or the
+            # loop's shutdown): this task ends either way, so a cancellation now would
+            # only surface as a traceback from asyncio's connection callback.
+            with contextlib.suppress(OSError, ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
             if task is not None:
                 self._tasks.discard(task)
