@@ -17,6 +17,7 @@ from ipaddress import IPv4Address, IPv6Address
 from resip import events as ev
 from resip.aio.driver import SessionDriver
 from resip.aio.streams import ChannelSplice
+from resip.codes import TerminateCode
 from resip.errors import ResipError
 from resip.wire import Proto
 
@@ -91,8 +92,10 @@ class Channel:
         try:
             outcome = await asyncio.wait_for(asyncio.shield(self._outcome), timeout)
         except TimeoutError:
-            self.reset(6, "timed out waiting for the server")
-            raise ChannelFailed(6, f"no answer from the server within {timeout:g} s") from None
+            self.reset(TerminateCode.TIMED_OUT, "timed out waiting for the server")
+            raise ChannelFailed(
+                TerminateCode.TIMED_OUT, f"no answer from the server within {timeout:g} s"
+            ) from None
         if outcome is not None:
             self.driver.unlisten(self.id)
             raise ChannelFailed(outcome.code, outcome.reason or "refused by the server")
@@ -104,7 +107,7 @@ class Channel:
         splice.replay(early)
         return splice
 
-    def reset(self, code: int = 0, reason: str = "") -> None:
+    def reset(self, code: int = TerminateCode.NORMAL, reason: str = "") -> None:
         """Abort the channel (TERMINATE) and stop listening to it."""
         self.driver.unlisten(self.id)
         session = self.driver.session

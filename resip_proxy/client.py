@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 from resip import events as ev
 from resip.aio.driver import Listener, SessionDriver
+from resip.codes import CloseCode, TerminateCode
 from resip.codes import CloseCode
 from resip.config import SessionConfig
 from resip.crypto import HeaderProtection
@@ -316,12 +317,14 @@ class SessionManager:
         """
         driver = self._driver
         if driver is None or driver.closed or self._closing:
-            raise ChannelFailed(1, "no session to the server right now")
+            raise ChannelFailed(TerminateCode.GENERAL_FAILURE, "no session to the server right now")
         host = target_host(host)
         try:
             channel_id = driver.session.open_channel(host, port, proto=proto, now=driver.now())
         except (ResipError, ValueError) as exc:
-            raise ChannelFailed(1, f"cannot open a channel: {exc}") from None
+            raise ChannelFailed(
+                TerminateCode.GENERAL_FAILURE, f"cannot open a channel: {exc}"
+            ) from None
         channel = Channel(driver, channel_id, host, port, proto)
         driver.listen(channel_id, listener or channel._on_event)
         driver.flush()
@@ -398,15 +401,13 @@ class SessionManager:
 
     @staticmethod
     def _authenticated(driver: SessionDriver, data: bytes, path: Hashable) -> bool:
-        """Feed one datagram to the session; whether it authenticated.
+        """Feed one datagram to the session; whether it authenticated (AuthenticatedPacket).
 
-        The one place that knows how to tell: until ``Session.receive_datagram`` says so
-        itself, a datagram authenticated if and only if it raised ``packets_received``.
+        Flushes afterwards, as ``SessionDriver.datagram_received`` does.
         """
-        session = driver.session
-        before = session.packets_received
-        driver.datagram_received(data, path)
-        return session.packets_received != before
+        authenticated = driver.session.receive_datagram(data, path, now=driver.now())
+        driver.flush()
+        return authenticated
 
     def _on_event(self, event: ev.Event) -> None:
         match event:

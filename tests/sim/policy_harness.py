@@ -17,6 +17,7 @@ import random
 from collections.abc import Hashable
 
 from resip import events as ev
+from resip.codes import CloseCode
 from resip.config import SessionConfig
 from resip.crypto import HeaderProtection, Suite
 from resip.session import Role, Session
@@ -154,11 +155,11 @@ class PolicyClient(SimPeer):
         if via is Via.TCP and self.tcp_open is None:
             return  # a connection we closed
         self.now = now
-        before, seen = self.session.packets_received, len(self.events)
-        self.session.receive_datagram(data, SERVER, now=now)
+        seen = len(self.events)
+        authenticated = self.session.receive_datagram(data, SERVER, now=now)
         self._react(now)
         self._session_events(seen, now)
-        if self.session.packets_received != before:
+        if authenticated:
             self.feed(AuthenticatedPacket(now, via))
 
     def _session_events(self, seen: int, now: float) -> None:
@@ -235,7 +236,7 @@ class PolicyClient(SimPeer):
 
     def _recreate(self) -> None:
         """The session API's answer: the session the (restarted) server now holds."""
-        self.session.close(5, "session replaced", now=self.sim.now)
+        self.session.close(CloseCode.REPLACED, "session replaced", now=self.sim.now)
         self.session = self._fresh[0]
         self.channels.clear()
         self._pending.clear()
