@@ -47,7 +47,6 @@ from typing import Any, Literal
 from resip import events as ev
 from resip.aio.driver import Listener, SessionDriver
 from resip.codes import CloseCode, TerminateCode
-from resip.codes import CloseCode
 from resip.config import SessionConfig
 from resip.crypto import HeaderProtection
 from resip.enrol import Enrolment
@@ -403,11 +402,14 @@ class SessionManager:
     def _authenticated(driver: SessionDriver, data: bytes, path: Hashable) -> bool:
         """Feed one datagram to the session; whether it authenticated (AuthenticatedPacket).
 
-        Flushes afterwards, as ``SessionDriver.datagram_received`` does.
+        The one place that knows how to tell. Until ``Session.receive_datagram`` returns
+        the answer itself (under way, not committed yet), a datagram authenticated if and
+        only if it raised ``packets_received``.
         """
-        authenticated = driver.session.receive_datagram(data, path, now=driver.now())
-        driver.flush()
-        return authenticated
+        session = driver.session
+        before = session.packets_received
+        driver.datagram_received(data, path)
+        return session.packets_received != before
 
     def _on_event(self, event: ev.Event) -> None:
         match event:
