@@ -363,8 +363,13 @@ class TransportPolicy:
         pass
 
     def _record(self, event: AuthenticatedPacket, now: float) -> None:
-        if event.via is Via.UDP or self._tcp == "open":
-            self._heard[event.via] = now
+        if event.via is Via.UDP:
+            # An answer proves the socket sends: a dead report about the socket it
+            # replaced (arriving before the adapter swapped them) is void.
+            self._udp_dead = False
+            self._heard[Via.UDP] = now
+        elif self._tcp == "open":
+            self._heard[Via.TCP] = now
 
     def _on_close(self, event: Close, now: float) -> None:
         self._close_tcp()

@@ -69,6 +69,8 @@ class UdpSocket(asyncio.DatagramProtocol):
         self._on_datagram = on_datagram
         self._on_dead = on_dead
         self._transport: asyncio.DatagramTransport | None = None
+        #: A send failed because the socket's address is gone (reported once).
+        self.dead = False
 
     @classmethod
     async def open(
@@ -96,7 +98,8 @@ class UdpSocket(asyncio.DatagramProtocol):
         # ICMP port unreachable and the like: the session treats silence as loss. But a
         # socket that cannot even send (its address is gone) needs replacing.
         log.debug("UDP error: %s", exc)
-        if isinstance(exc, OSError) and exc.errno in DEAD_SOCKET_ERRNOS:
+        if isinstance(exc, OSError) and exc.errno in DEAD_SOCKET_ERRNOS and not self.dead:
+            self.dead = True  # once: every later send fails the same way
             self._on_dead(self)
 
     def send(self, data: bytes) -> None:

@@ -157,6 +157,17 @@ def test_a_dead_udp_socket_is_replaced_at_once() -> None:
     assert c.log[-1][1] == [OpenUdpSocket(), UsePath(UDP), ConnectTcp(1)]
 
 
+def test_a_late_dead_report_about_the_replaced_socket_starts_no_second_race() -> None:
+    c = on_udp()
+    c.feed(UdpSocketDead(2.0))  # the race: a fresh socket is on its way
+    c.feed(UdpSocketDead(2.001))  # the old socket again, before the adapter swapped them
+    c.feed(AuthenticatedPacket(2.1, UDP))  # the fresh socket is answered
+    assert c.at(S.UDP_OK)
+    c.run_to(10.0)
+    assert c.at(S.UDP_OK)
+    assert len(c.actions_of(OpenUdpSocket)) == 1 and len(c.actions_of(ConnectTcp)) == 1
+
+
 def test_udp_winning_the_race_drops_the_tcp_connection() -> None:
     c = in_race()
     c.feed(TcpConnected(1.8, 1))
