@@ -350,15 +350,20 @@ class Session:
 
     # -------------------------------------------------------------- receiving
 
-    def receive_datagram(self, data: bytes, path: Path, *, now: float) -> None:
-        """Take one datagram from ``path``. Invalid ones are counted and dropped."""
+    def receive_datagram(self, data: bytes, path: Path, *, now: float) -> bool:
+        """Take one datagram from ``path``; True if it authenticated (opened, no replay).
+
+        Invalid ones are counted and dropped (False). True says the peer is alive on
+        ``path``, whatever the packet then held: a protocol violation in it still closes
+        the session. After termination every datagram is ignored (False).
+        """
         if self._terminated:
-            return
+            return False
         try:
             opened = self._protector.open_untrusted(data, now=now)
         except (WireError, DecryptError):
             self.invalid_dropped += 1
-            return
+            return False
         counter = opened.header.counter
         newest = self._acks.on_packet(counter, now=now)
         self.packets_received += 1
@@ -373,13 +378,14 @@ class Session:
         except (WireError, ProtocolViolation) as exc:
             code = exc.code if isinstance(exc, ProtocolViolation) else CloseCode.PROTOCOL_ERROR
             self.close(code, f"protocol error: {exc}", now=now)
-            return
+            return True
         if accepted:
             # Only a packet whose every record was taken may be acknowledged as a
             # whole; otherwise the sender must learn the refused ones are missing.
             self._acks.on_accepted(counter)
         if eliciting:
             self._acks.on_eliciting(now=now)
+        return True
 
     def _on_ack(self, ack: Ack, now: float) -> None:
         if ack.largest >= self._protector.next_counter:

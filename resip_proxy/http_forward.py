@@ -45,6 +45,7 @@ from typing import Final
 import h11
 
 from resip import events as ev
+from resip.codes import TerminateCode
 from resip.errors import LocalProtocolError
 
 from .client import Channel, ChannelFailed
@@ -78,10 +79,13 @@ Headers = list[tuple[bytes, bytes]]
 #: What ``h11.Connection.next_event`` returns.
 _Next = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
 
+#: HTTP status for a TERMINATE code; anything else is 502.
+_HTTP_STATUSES: dict[int, int] = {TerminateCode.NOT_ALLOWED: 403, TerminateCode.TIMED_OUT: 504}
+
 
 def http_status_for(code: int) -> int:
     """The HTTP status for a channel TERMINATE code: 403 ACL, 504 timeout, else 502."""
-    return {2: 403, 6: 504}.get(code, 502)
+    return _HTTP_STATUSES.get(code, 502)
 
 
 def error_response(status: int, reason: str) -> bytes:

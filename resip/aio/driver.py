@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Hashable
 
 from resip import events as ev
-from resip.codes import CloseCode
+from resip.codes import CloseCode, TerminateCode
 from resip.session import Session
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,9 @@ class SessionDriver:
             self._closed.set()
             # Every open channel ends with the session: tell whoever splices them.
             for channel_id, channel_listener in list(self._listeners.items()):
-                gone = ev.ChannelTerminated(channel_id, 1, f"session closed: {event.reason}")
+                gone = ev.ChannelTerminated(
+                    channel_id, TerminateCode.GENERAL_FAILURE, f"session closed: {event.reason}"
+                )
                 self._call(channel_listener, gone)
         listener = None
         if isinstance(event, _CHANNEL_EVENTS):

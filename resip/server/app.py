@@ -43,7 +43,7 @@ from resip.aio.backlog import listen_backlog
 from resip.aio.driver import SessionDriver
 from resip.aio.streams import ChannelSplice
 from resip.aio.udp import enlarge_buffers
-from resip.codes import CloseCode
+from resip.codes import CloseCode, TerminateCode
 from resip.config import HOUR, SessionConfig
 from resip.errors import LocalProtocolError, ResipError, WireError
 from resip.framing import FrameDecoder, encode_frame
@@ -247,7 +247,7 @@ class _ServerSession:
             # listener replaces ours before any further event can arrive.
             return ChannelSplice(driver, channel_id, reader, writer)
         except (ConnectionError, OSError) as exc:
-            self._reset(channel_id, 1, f"target socket error: {exc}")
+            self._reset(channel_id, TerminateCode.GENERAL_FAILURE, f"target socket error: {exc}")
             return None
         except LocalProtocolError:
             return None  # the channel or session ended underneath us

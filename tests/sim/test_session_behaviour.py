@@ -345,3 +345,22 @@ def test_ping_pong_after_spaced_pings_is_as_fast_as_on_a_fresh_session() -> None
     assert after <= fresh + 0.001, f"fresh {fresh * 1000:.2f} ms, after {after * 1000:.2f} ms"
     config = pair.client.session.config.congestion
     assert pair.client.session.stats(now=pair.sim.now).pacing_rate >= config.initial_rate
+
+
+def test_receive_datagram_says_whether_the_datagram_authenticated() -> None:
+    pair = SessionPair.create(seed=40, link=LINK)
+    client, server = pair.client.session, pair.server.session
+    [(datagram, _)] = client.datagrams_to_send(now=0.0)
+    assert server.receive_datagram(datagram, CLIENT_ADDR, now=0.01) is True
+    assert server.receive_datagram(datagram, CLIENT_ADDR, now=0.02) is False  # a replay
+    forged = datagram[:-1] + bytes([datagram[-1] ^ 1])
+    assert server.receive_datagram(forged, CLIENT_ADDR, now=0.03) is False
+    assert server.receive_datagram(b"\x00" * 40, CLIENT_ADDR, now=0.04) is False
+    assert server.invalid_dropped == 3
+    client.set_peer(SERVER_ADDR)  # asks for a keep-alive: one more authentic datagram
+    [(fresh, _)] = client.datagrams_to_send(now=0.05)
+    server.close(now=0.06)
+    assert server.receive_datagram(fresh, CLIENT_ADDR, now=0.07) is False  # closed: ignored
+    [(close, _)] = server.datagrams_to_send(now=0.07)
+    assert client.receive_datagram(close, SERVER_ADDR, now=0.08) is True
+    assert client.terminated
