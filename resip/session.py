@@ -52,7 +52,7 @@ from resip.channel_table import Channel, ChannelStats, ChannelTable
 from resip.codes import CloseCode
 from resip.commands import CommandHandler
 from resip.config import SessionConfig
-from resip.crypto import HeaderProtection, PacketProtector, Suite
+from resip.crypto import Header, HeaderProtection, PacketProtector, Suite
 from resip.errors import DecryptError, LocalProtocolError, ProtocolViolation, WireError
 from resip.lifecycle import ChannelLifecycle
 from resip.loss_recovery import LossRecovery, State
@@ -350,17 +350,21 @@ class Session:
 
     # -------------------------------------------------------------- receiving
 
-    def receive_datagram(self, data: bytes, path: Path, *, now: float) -> bool:
+    def receive_datagram(
+        self, data: bytes, path: Path, *, now: float, header: Header | None = None
+    ) -> bool:
         """Take one datagram from ``path``; True if it authenticated (opened, no replay).
 
         Invalid ones are counted and dropped (False). True says the peer is alive on
         ``path``, whatever the packet then held: a protocol violation in it still closes
-        the session. After termination every datagram is ignored (False).
+        the session. After termination every datagram is ignored (False). ``header`` is
+        the datagram's header if the caller already unmasked it (the server's endpoint,
+        to route it), so it is not unmasked twice.
         """
         if self._terminated:
             return False
         try:
-            opened = self._protector.open_untrusted(data, now=now)
+            opened = self._protector.open_untrusted(data, now=now, header=header)
         except (WireError, DecryptError):
             self.invalid_dropped += 1
             return False

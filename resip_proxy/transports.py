@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable, Hashable
 from typing import Any, cast
 
-from resip.aio.udp import enlarge_buffers
+from resip.aio.socket_buffers import enlarge_buffers
 from resip.errors import WireError
 from resip.framing import FrameDecoder, encode_frame
 

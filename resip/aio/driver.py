@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable
 
 from resip import events as ev
 from resip.codes import CloseCode, TerminateCode
+from resip.crypto import Header
 from resip.session import Session
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,16 @@ class SessionDriver:
 
     # -- inputs -------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, path: Hashable) -> None:
-        """A datagram (or TCP-fallback frame) arrived from ``path``."""
-        self.session.receive_datagram(data, path, now=self.now())
+    def datagram_received(
+        self, data: bytes, path: Hashable, *, header: Header | None = None
+    ) -> bool:
+        """A datagram (or TCP-fallback frame) arrived from ``path``; whether it authenticated.
+
+        ``header``: the datagram's header, if the caller already unmasked it to route it.
+        """
+        authenticated = self.session.receive_datagram(data, path, now=self.now(), header=header)
         self.flush()
+        return authenticated
 
     def listen(self, channel_id: int, listener: Listener) -> None:
         """Route the events of ``channel_id`` to ``listener``."""

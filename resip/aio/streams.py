@@ -7,6 +7,10 @@
   ``consume()`` it, so a slow local reader shrinks the remote sender's credit.
 - Half-close travels both ways (socket EOF -> STOP; ChannelEnded -> write_eof).
 - An abort on either side (ChannelTerminated, a socket error) ends both.
+- Events that arrive before the splice exists (the first data often shares a packet
+  with STARTED; a client may send before the server's target is connected) are held
+  by an :class:`EarlyEvents` registered when the channel opens, and handed to the
+  splice, in order, when it starts. This is the one place that holds early events.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 from resip import events as ev
-from resip.aio.driver import SessionDriver
+from resip.aio.driver import Listener, SessionDriver
 from resip.errors import LocalProtocolError
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,34 @@ class SpliceResult:
     terminated: tuple[int, str] | None = None
 
 
+class EarlyEvents:
+    """Holds one channel's events until whoever serves the channel is ready for them.
+
+    Register :meth:`on_event` as the channel's listener (or call it from one) when the
+    channel opens; :meth:`hand_over` later delivers what it holds and makes the new
+    listener the channel's.
+    """
+
+    def __init__(self) -> None:
+        self._events: deque[ev.Event] = deque()
+        #: The channel ended (terminated or closed) while its events were held.
+        self.aborted = False
+
+    def on_event(self, event: ev.Event) -> None:
+        """Hold one event."""
+        if isinstance(event, (ev.ChannelTerminated, ev.ChannelClosed)):
+            self.aborted = True
+        self._events.append(event)
+
+    def hand_over(self, driver: SessionDriver, channel_id: int, listener: Listener) -> None:
+        """Deliver the held events to ``listener`` in order, then route the channel to it."""
+        # Whatever arrives while draining (a listener may flush the driver) is still
+        # routed to the old listener, which ends up here: appended, so order holds.
+        while self._events:
+            listener(self._events.popleft())
+        driver.listen(channel_id, listener)
+
+
 class ChannelSplice:
     """Moves bytes between ``channel_id`` and ``(reader, writer)`` until both directions end."""
 
@@ -45,7 +78,10 @@ class ChannelSplice:
         channel_id: int,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        *,
+        early: EarlyEvents | None = None,
     ) -> None:
+        """Take over ``channel_id``'s events, first those ``early`` held, if given."""
         self._driver = driver
         self._channel = channel_id
         self._reader = reader
@@ -53,7 +89,10 @@ class ChannelSplice:
         self._writable = asyncio.Event()
         self._inbox: asyncio.Queue[ev.Event] = asyncio.Queue()
         self.result = SpliceResult()
-        driver.listen(channel_id, self._on_event)
+        if early is not None:
+            early.hand_over(driver, channel_id, self._on_event)
+        else:
+            driver.listen(channel_id, self._on_event)
 
     def _on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.ChannelWritable):

@@ -15,9 +15,8 @@ Contract and invariants (each room's docstring has its own):
 - **Untrusted input.** ``*_untrusted`` functions raise only :class:`~resip.errors.WireError`
   (malformed bytes) or :class:`~resip.errors.DecryptError` (bad tag, wrong direction, wrong
   session, replay, stale epoch) whatever bytes they get.
-- **One unmasking per datagram** on the server: the endpoint routes with
-  :meth:`HeaderProtection.unmask_for_open_untrusted`, and the session's protector opens
-  with that result (:mod:`resip.crypto.header`).
+- **One unmasking per datagram** on the server: the endpoint unmasks to route, and hands
+  the :class:`Header` to :meth:`PacketProtector.open_untrusted` (``header=``).
 
 Rooms (this module re-exports their public names):
 

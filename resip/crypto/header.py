@@ -8,12 +8,11 @@ masked with AES-256-ECB of the first ciphertext block (as in QUIC). Invariants:
   unknown key id, reserved flag bits), and what it returns is *not* authenticated:
   the AEAD in :mod:`resip.crypto.protector` authenticates the unmasked header as
   associated data.
-- Keys never change after construction and an ECB encryptor fed whole blocks has no
-  state, so unmasking the same bytes always gives the same header. That is what
-  makes :meth:`HeaderProtection.unmask_for_open_untrusted` exact: the server unmasks
-  a datagram once to route it, and the session's
-  :meth:`~resip.crypto.PacketProtector.open_untrusted` reuses that result instead
-  of unmasking again.
+- Unmasking is deterministic (keys never change after construction, and an ECB
+  encryptor fed whole blocks has no state). So the server unmasks a datagram once, to
+  route it, and hands that :class:`Header` to the session, whose
+  :meth:`~resip.crypto.PacketProtector.open_untrusted` takes it instead of unmasking
+  again: an explicit hand-over, no cache.
 - The per-packet paths work on the 15 masked bytes as one integer, ``flags << 112 |
   session id << 48 | counter``; ``int.to_bytes``/``int.from_bytes`` are called without
   a byte order because since Python 3.11 it defaults to big-endian, the wire order,
@@ -99,9 +98,9 @@ class HeaderProtection:
     so an encryptor fed whole blocks can be reused forever.
     """
 
-    # PacketProtector (same package) reads _by_first_byte, _encryptor and _routed directly:
-    # the receive path is measured per packet and an accessor call would show.
-    __slots__ = ("_by_first_byte", "_current_key_id", "_key_ids", "_routed")
+    # PacketProtector (same package) reads _by_first_byte and _encryptor directly: the
+    # receive path is measured per packet and an accessor call would show.
+    __slots__ = ("_by_first_byte", "_current_key_id", "_key_ids")
 
     def __init__(self, keys: Mapping[int, bytes], current_key_id: int) -> None:
         if not keys:
@@ -120,9 +119,6 @@ class HeaderProtection:
         self._by_first_byte = by_first_byte
         self._current_key_id = current_key_id
         self._key_ids = frozenset(keys)
-        # The last datagram unmask_for_open_untrusted unmasked, with its unmasked bytes
-        # 1..15 as one integer, for the protector that opens that datagram next.
-        self._routed: tuple[bytes, int] | None = None
 
     @property
     def current_key_id(self) -> int:
@@ -175,21 +171,6 @@ class HeaderProtection:
         if type(datagram) is not bytes:  # bytearray/memoryview from a socket buffer
             datagram = bytes(datagram)
         rest, header = self._unmask(datagram)
-        return _header(datagram, rest, header)
-
-    def unmask_for_open_untrusted(self, datagram: bytes) -> Header:
-        """As :meth:`unmask_untrusted`, and keep the result for opening this datagram.
-
-        The server unmasks a datagram to find its session; the session's
-        :meth:`~resip.crypto.PacketProtector.open_untrusted`, given this same ``bytes``
-        object next, takes the kept result instead of unmasking again (one AES block per
-        datagram, not two). Only the last datagram is kept, by identity, so it is exact:
-        any other object is unmasked as usual.
-        """
-        if type(datagram) is not bytes:  # the copy is what is kept; the caller's misses
-            datagram = bytes(datagram)
-        rest, header = self._unmask(datagram)
-        self._routed = (datagram, rest)
         return _header(datagram, rest, header)
 
 

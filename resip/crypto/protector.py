@@ -14,9 +14,9 @@ Contract and invariants:
   verified and the replay window accepted the counter. Forgeries only bump the
   ``failed_decrypts`` statistic (needed for the integrity limit) and may fill a
   deterministic key-derivation cache.
-- **One unmasking per datagram.** A datagram the server already unmasked to route it
-  (:meth:`~resip.crypto.HeaderProtection.unmask_for_open_untrusted`) is opened with that
-  result; every check is the same as for one unmasked here.
+- **One unmasking per datagram.** A datagram the server already unmasked to route it is
+  opened with that :class:`~resip.crypto.Header` (``open_untrusted(..., header=)``);
+  every check after unmasking is the same as for one unmasked here.
 - **Untrusted input.** :meth:`PacketProtector.open_untrusted` raises only
   :class:`~resip.errors.WireError` (malformed bytes) or :class:`~resip.errors.DecryptError`
   (bad tag, wrong direction, wrong session, replay, stale epoch) whatever bytes it gets.
@@ -336,20 +336,26 @@ class PacketProtector:
 
     # ----------------------------------------------------------------- receiving
 
-    def open_untrusted(self, datagram: bytes, *, now: float) -> Opened:
+    def open_untrusted(
+        self, datagram: bytes, *, now: float, header: Header | None = None
+    ) -> Opened:
         """Unmask, authenticate and replay-check a received datagram (section 3.1).
 
         Raises :class:`WireError` for malformed bytes and :class:`DecryptError` for a bad
         tag, the wrong direction or session id, a replay or a stale key epoch. State changes
-        only when the packet is authentic and new. A datagram the server's endpoint already
-        unmasked (:meth:`HeaderProtection.unmask_for_open_untrusted`) is not unmasked again.
+        only when the packet is authentic and new. ``header``, when given, must be
+        :meth:`HeaderProtection.unmask_untrusted` of this very datagram (the server's
+        endpoint unmasked it to route it); it is used instead of unmasking again.
         """
         if not MIN_DATAGRAM <= len(datagram) <= MAX_DATAGRAM:
             raise WireError(f"datagram of {len(datagram)} bytes is outside 34..65535")
-        routed = self._hp._routed
-        if routed is not None and routed[0] is datagram:
-            # Same object, same keys: exactly the value unmasking would give.
-            rest = routed[1]
+        if header is not None:
+            # The same 120 bits unmasking gives: flags, session id, counter.
+            rest = (
+                ((FLAG_FROM_SERVER if header.from_server else 0) | header.key_phase) << 112
+                | int.from_bytes(header.session_id) << 48
+                | header.counter
+            )
         else:
             enc = self._hp_by_first_byte.get(datagram[0])
             if enc is None:

@@ -37,6 +37,7 @@ from rich.text import Text
 from resip import __version__
 from resip.channel_table import ChannelStats
 from resip.errors import ResipError
+from resip.paths import TcpPath, UdpPath
 from resip.server.endpoint import Endpoint
 from resip.server.http_api import FailureLimiter
 from resip.server.metrics import CONTENT_TYPE, ServerMetrics, render_metrics
@@ -79,7 +80,7 @@ class AdminSource(Protocol):
         ...
 
     @property
-    def endpoint(self) -> Endpoint:
+    def endpoint(self) -> Endpoint[Any]:
         """The session registry."""
         ...
 
@@ -90,17 +91,14 @@ class AdminSource(Protocol):
 
 
 def _path_text(path: object) -> tuple[str, str]:
-    """``(transport, address)`` of a session path (UDP address tuple or TCP fallback)."""
-    if isinstance(path, tuple) and len(path) >= 2:
-        host = str(path[0])
-        return "udp", f"[{host}]:{path[1]}" if ":" in host else f"{host}:{path[1]}"
+    """``(transport, address)`` of a session path, as the status document shows it."""
+    if isinstance(path, UdpPath):
+        return "udp", str(path)
+    if isinstance(path, TcpPath):
+        return "tcp", path.peer or str(path)
     if path is None:
         return "-", "-"
-    text = str(path)
-    peer = getattr(path, "peer", "")
-    if text.startswith("tcp#"):
-        return "tcp", str(peer) or text
-    return "?", text
+    return "?", str(path)
 
 
 def _live_sessions(source: AdminSource) -> list[Session]:

@@ -7,17 +7,20 @@ Contract:
   :meth:`ResipServer.start` binds the HTTPS API, a UDP socket on ``resip_port`` and a TCP
   fallback listener on the same port number; :meth:`ResipServer.stop` closes every
   session with CLOSE code 3, flushes, and closes every socket.
-- Every session has one :class:`~resip.aio.driver.SessionDriver`. Its ``transmit`` sends
-  with ``sendto`` for UDP paths (address tuples) and writes a length-prefixed frame for
-  TCP paths (:class:`TcpPath`, one per fallback connection). A frame error closes that
-  TCP connection only; a datagram for no known session is dropped silently
-  (:mod:`resip.server.endpoint` counts it).
+- Sessions live in one registry, the :class:`~resip.server.endpoint.Endpoint`, each with
+  one :class:`~resip.aio.driver.SessionDriver`. Its ``transmit`` sends to a
+  :class:`~resip.paths.UdpPath` on the UDP socket and to a :class:`~resip.paths.TcpPath`
+  as a frame on that fallback connection (both from :mod:`resip.aio.transport`). A frame
+  error closes that TCP connection only; a datagram for no known session is dropped
+  silently (:mod:`resip.server.endpoint` counts it). Each datagram's header is unmasked
+  once: the endpoint routes by it and hands it to the session.
 - ``ChannelRequested`` opens the target through :mod:`resip.server.connectors` (ACL,
   DNS, timeout). A TCP target is spliced with :class:`~resip.aio.streams.ChannelSplice`;
   a UDP target exchanges one datagram per ``ChannelData``. Failures reset the channel
   with the TERMINATE code and reason from :class:`~resip.server.connectors.ConnectError`.
-  Data the client sends before the target is connected is held (bounded by the
-  channel's credit, since it is not consumed) and delivered first.
+  Data the client sends before the target is connected is held by an
+  :class:`~resip.aio.streams.EarlyEvents` (bounded by the channel's credit, since it is
+  not consumed) and delivered first.
 - Nothing a client sends can crash the process: handler errors are logged and end only
   the channel or connection concerned. Secrets are never logged.
 """
@@ -30,23 +33,20 @@ import dataclasses
 import itertools
 import logging
 import secrets
-import socket
 import ssl
-from collections import deque
 from collections.abc import Hashable
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from resip import events as ev
 from resip.aio.backlog import listen_backlog
 from resip.aio.driver import SessionDriver
-from resip.aio.streams import ChannelSplice
-from resip.aio.udp import enlarge_buffers
-from resip.codes import CloseCode, TerminateCode
+from resip.aio.streams import ChannelSplice, EarlyEvents
+from resip.aio.transport import READ_CHUNK, DatagramSocket, FramedTcpConnection
+from resip.codes import CloseCode
 from resip.config import HOUR, SessionConfig
-from resip.errors import LocalProtocolError, ResipError, WireError
-from resip.framing import FrameDecoder, encode_frame
+from resip.errors import LocalProtocolError, ResipError
+from resip.paths import TcpPath, UdpPath
 from resip.server.acl import Acl
 from resip.server.admin import add_admin_routes
 from resip.server.config import ServerConfig
@@ -57,32 +57,17 @@ from resip.server.metrics import ServerMetrics
 from resip.session import Session
 from resip.wire import Proto
 
-__all__ = ["ResipServer", "StartError", "TcpPath", "session_config_for"]
+__all__ = ["ResipServer", "StartError", "session_config_for"]
 
 log = logging.getLogger(__name__)
 
-#: Bytes queued on one fallback connection beyond which packets are dropped (treated as
-#: loss, so congestion control backs off) instead of buffered without bound.
-TCP_SEND_BUFFER_LIMIT = 4 << 20
 #: A fallback connection that carries no packet for a known session within this long is
 #: closed, so idle or garbage connections cannot pile up.
 TCP_UNROUTED_TIMEOUT = 30.0
-READ_CHUNK = 64 * 1024
 
 
 class StartError(ResipError):
     """The server could not start (TLS material unreadable, a port already in use, ...)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TcpPath:
-    """The path of one TCP fallback connection (hashable, distinct from UDP addresses)."""
-
-    conn_id: int
-    peer: str = dataclasses.field(default="", compare=False)
-
-    def __str__(self) -> str:
-        return f"tcp#{self.conn_id}({self.peer})"
 
 
 def session_config_for(config: ServerConfig) -> SessionConfig:
@@ -94,38 +79,6 @@ def session_config_for(config: ServerConfig) -> SessionConfig:
     )
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: ResipServer) -> None:
-        self._server = server
-        # close() only schedules the socket's release; stop() waits for this so a new
-        # server can bind the same port as soon as stop() returns.
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        self._server._on_packet(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors about a client address: the session treats silence as loss.
-        log.debug("UDP error: %s", exc)
-
-
-class _PendingChannel:
-    """Holds a requested channel's events until its target is open."""
-
-    def __init__(self) -> None:
-        self.events: deque[ev.Event] = deque()
-        self.aborted = False
-
-    def on_event(self, event: ev.Event) -> None:
-        if isinstance(event, (ev.ChannelTerminated, ev.ChannelClosed)):
-            self.aborted = True
-        self.events.append(event)
-
-
 class _ServerSession:
     """One session's driver and the tasks serving its channels."""
 
@@ -133,6 +86,8 @@ class _ServerSession:
         self.server = server
         self.driver = SessionDriver(session, server._transmit, on_event=self._on_event)
         self.tasks: set[asyncio.Task[None]] = set()
+        #: The session's totals went to the server's metrics (once, when it ended).
+        self.retired = False
 
     @property
     def session(self) -> Session:
@@ -153,7 +108,7 @@ class _ServerSession:
                 pass
 
     def _open(self, request: ev.ChannelRequested) -> None:
-        pending = _PendingChannel()
+        pending = EarlyEvents()
         # Listen now: the client may send data before the target is connected.
         self.driver.listen(request.channel_id, pending.on_event)
         if request.proto is Proto.UDP:
@@ -178,10 +133,9 @@ class _ServerSession:
             self.session.reset_channel(channel_id, code, reason, now=self.driver.now())
             self.driver.flush()
 
-    async def _serve_tcp(self, request: ev.ChannelRequested, pending: _PendingChannel) -> None:
+    async def _serve_tcp(self, request: ev.ChannelRequested, pending: EarlyEvents) -> None:
         channel_id = request.channel_id
         driver = self.driver
-        splice: ChannelSplice | None = None
         try:
             reader, writer = await open_tcp(
                 request.host,
@@ -196,15 +150,12 @@ class _ServerSession:
         except BaseException:  # cancelled by stop(): nobody will serve this channel
             driver.unlisten(channel_id)
             raise
-        try:
-            splice = await self._start_splice(channel_id, pending, reader, writer)
-        finally:
-            if splice is None:
-                driver.unlisten(channel_id)
-                writer.close()
-                with contextlib.suppress(OSError, ConnectionError):
-                    await writer.wait_closed()
+        splice = self._start_splice(channel_id, pending, reader, writer)
         if splice is None:
+            driver.unlisten(channel_id)
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
             return
         result = await splice.run()
         log.debug(
@@ -216,43 +167,26 @@ class _ServerSession:
             result.terminated or "closed",
         )
 
-    async def _start_splice(
+    def _start_splice(
         self,
         channel_id: int,
-        pending: _PendingChannel,
+        pending: EarlyEvents,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> ChannelSplice | None:
-        """Accept the channel, deliver what arrived while connecting, then hand over."""
-        driver = self.driver
-        try:
-            if pending.aborted or not self._alive(channel_id):
-                return None
-            self.session.accept_channel(channel_id, now=driver.now())
-            driver.flush()
-            while pending.events:
-                event = pending.events.popleft()
-                if isinstance(event, ev.ChannelData):
-                    writer.write(event.data)
-                    await writer.drain()
-                    self.session.consume(channel_id, len(event.data))
-                    driver.flush()
-                elif isinstance(event, ev.ChannelEnded) and writer.can_write_eof():
-                    writer.write_eof()
-                elif isinstance(event, (ev.ChannelTerminated, ev.ChannelClosed)):
-                    return None
-            if not self._alive(channel_id):
-                return None
-            # No await between the last check of ``pending`` and this: the splice's own
-            # listener replaces ours before any further event can arrive.
-            return ChannelSplice(driver, channel_id, reader, writer)
-        except (ConnectionError, OSError) as exc:
-            self._reset(channel_id, TerminateCode.GENERAL_FAILURE, f"target socket error: {exc}")
+        """Accept the channel and splice it, starting with what arrived while connecting."""
+        if pending.aborted or not self._alive(channel_id):
             return None
+        try:
+            self.session.accept_channel(channel_id, now=self.driver.now())
         except LocalProtocolError:
             return None  # the channel or session ended underneath us
+        self.driver.flush()
+        # No await since the check above; the splice takes the held events and every
+        # later one (one that ends the channel included, which ends the splice).
+        return ChannelSplice(self.driver, channel_id, reader, writer, early=pending)
 
-    async def _serve_udp(self, request: ev.ChannelRequested, pending: _PendingChannel) -> None:
+    async def _serve_udp(self, request: ev.ChannelRequested, pending: EarlyEvents) -> None:
         channel_id = request.channel_id
         driver = self.driver
         session = self.session
@@ -294,9 +228,7 @@ class _ServerSession:
             if pending.aborted or not self._alive(channel_id):
                 return
             session.accept_channel(channel_id, now=driver.now())
-            driver.listen(channel_id, on_event)
-            while pending.events:
-                on_event(pending.events.popleft())
+            pending.hand_over(driver, channel_id, on_event)
             driver.flush()
             await done.wait()
         finally:
@@ -334,18 +266,18 @@ class ResipServer:
         self.config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
         self.acl = acl if acl is not None else self.config.build_acl()
         self.connect_timeout = connect_timeout
-        self.endpoint = Endpoint.generate(
+        #: The one session registry: each session with its driver and channel tasks.
+        self.endpoint: Endpoint[_ServerSession] = Endpoint.generate(
             session_config or session_config_for(self.config),
             max_sessions=self.config.max_sessions,
         )
         #: Changes on every start of the process: clients detect restarts by it.
         self.server_start = secrets.token_hex(16)
         self._limiter = limiter
-        self._sessions: dict[bytes, _ServerSession] = {}
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: DatagramSocket | None = None
         self._tcp_server: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
-        self._conns: dict[int, asyncio.StreamWriter] = {}
+        self._conns: dict[int, FramedTcpConnection] = {}
         self._conn_tasks: set[asyncio.Task[None]] = set()
         self._conn_ids = itertools.count(1)
         self._api_port = 0
@@ -375,7 +307,7 @@ class ResipServer:
     @property
     def session_count(self) -> int:
         """Sessions currently held."""
-        return len(self._sessions)
+        return len(self.endpoint)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -402,20 +334,17 @@ class ResipServer:
         # with a new pair in the unlikely case a TCP socket already holds it.
         for attempt in range(8):
             try:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpProtocol(self), local_addr=(host, cfg.resip_port)
-                )
+                udp = await DatagramSocket.open(self._on_datagram, local=(host, cfg.resip_port))
             except OSError as exc:
                 raise StartError(f"cannot bind UDP {host}:{cfg.resip_port}: {exc}") from None
-            enlarge_buffers(transport)
-            self._udp = transport
-            port = int(transport.get_extra_info("sockname")[1])
+            self._udp = udp
+            port = udp.sockname[1] if udp.sockname is not None else cfg.resip_port
             try:
                 self._tcp_server = await asyncio.start_server(
                     self._on_tcp_connection, host, port, limit=READ_CHUNK, backlog=listen_backlog()
                 )
             except OSError as exc:
-                transport.close()
+                udp.close()
                 self._udp = None
                 if cfg.resip_port != 0 or attempt == 7:
                     raise StartError(f"cannot bind TCP {host}:{port}: {exc}") from None
@@ -455,10 +384,11 @@ class ResipServer:
             await self._runner.cleanup()
             self._runner = None
         tasks: list[asyncio.Task[None]] = []
-        for served in list(self._sessions.values()):
+        for served in self.endpoint.hosts():
             tasks.extend(served.tasks)
             served.driver.close(CloseCode.SHUTDOWN, reason)
-        self._sessions.clear()
+        for session in self.endpoint.sessions():
+            self.endpoint.remove(session.session_id)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -471,8 +401,8 @@ class ResipServer:
             self._runner = None
         if self._tcp_server is not None:
             self._tcp_server.close()
-        for writer in list(self._conns.values()):
-            writer.close()
+        for conn in list(self._conns.values()):
+            conn.close()
         conn_tasks = list(self._conn_tasks)
         if conn_tasks:
             # Closing the writer ends each handler's read loop. Cancelling the handlers
@@ -485,20 +415,18 @@ class ResipServer:
             await self._tcp_server.wait_closed()
             self._tcp_server = None
         if self._udp is not None:
-            protocol = self._udp.get_protocol()
-            self._udp.close()
-            self._udp = None
-            if isinstance(protocol, _UdpProtocol):
-                await protocol.closed
+            udp, self._udp = self._udp, None
+            udp.close()
+            await udp.wait_closed()
 
     # -- SessionService (the API's view) ---------------------------------------------------
 
     def create_session(self) -> dict[str, object]:
         """Make a session; returns its credentials (raises SessionLimitReached when full)."""
         loop = asyncio.get_running_loop()
-        session, credentials = self.endpoint.create_session(loop.time())
-        served = _ServerSession(self, session)
-        self._sessions[session.session_id] = served
+        served, credentials = self.endpoint.create_session(
+            loop.time(), lambda session: _ServerSession(self, session)
+        )
         served.driver.flush()  # arms the idle timer
         credentials.update(
             udp_port=self.udp_port, tcp_port=self.tcp_port, server_start=self.server_start
@@ -507,7 +435,7 @@ class ResipServer:
 
     def close_session(self, session_id: bytes) -> bool:
         """Close a session with CLOSE code 0; False if unknown."""
-        served = self._sessions.get(session_id)
+        served = self.endpoint.get(session_id)
         if served is None or served.session.terminated:
             return False
         served.driver.close(CloseCode.NORMAL, "closed through the session API")
@@ -515,34 +443,34 @@ class ResipServer:
 
     def _forget(self, served: _ServerSession) -> None:
         session_id = served.session.session_id
-        if self._sessions.get(session_id) is served:
-            del self._sessions[session_id]
+        if not served.retired:
+            # Once, whoever removed it first (the endpoint sweeps terminated sessions too).
+            served.retired = True
             self.metrics.retire(served.session.stats(now=served.driver.now()))
-        self.endpoint.remove(session_id)
+        if self.endpoint.get(session_id) is served:
+            self.endpoint.remove(session_id)
 
     # -- packets ---------------------------------------------------------------------------
 
-    def _on_packet(self, data: bytes, path: Hashable) -> bool:
+    def _on_datagram(self, sock: DatagramSocket, data: bytes, path: UdpPath) -> None:
+        self._on_packet(data, path)
+
+    def _on_packet(self, data: bytes, path: UdpPath | TcpPath) -> bool:
         """Route one packet from ``path``; True if it named a live session."""
-        session = self.endpoint.route_untrusted(data)
-        if session is None:
+        routed = self.endpoint.route_untrusted(data)
+        if routed is None:
             return False
-        served = self._sessions.get(session.session_id)
-        if served is None:
-            return False
-        served.driver.datagram_received(data, path)
+        served, header = routed
+        served.driver.datagram_received(data, path, header=header)
         return True
 
     def _transmit(self, data: bytes, path: Hashable) -> None:
         if isinstance(path, TcpPath):
-            writer = self._conns.get(path.conn_id)
-            if writer is None or writer.is_closing():
-                return  # that connection is gone: like loss, the client will move on
-            if writer.transport.get_write_buffer_size() > TCP_SEND_BUFFER_LIMIT:
-                return  # the client is not reading: drop rather than queue without bound
-            writer.write(encode_frame(data))
-        elif self._udp is not None and isinstance(path, tuple):
-            self._udp.sendto(data, path)
+            conn = self._conns.get(path.conn)
+            if conn is not None:
+                conn.send(data)  # gone or not reading: dropped like loss
+        elif isinstance(path, UdpPath) and self._udp is not None:
+            self._udp.send(data, path)
 
     async def _on_tcp_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -550,32 +478,30 @@ class ResipServer:
         task = asyncio.current_task()
         if task is not None:
             self._conn_tasks.add(task)
-        conn_id = next(self._conn_ids)
-        peer = writer.get_extra_info("peername")
-        path = TcpPath(conn_id, str(peer))
-        self._conns[conn_id] = writer
-        with contextlib.suppress(OSError):
-            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        decoder = FrameDecoder()
+        path = TcpPath(next(self._conn_ids), str(writer.get_extra_info("peername")))
         try:
             async with asyncio.timeout(TCP_UNROUTED_TIMEOUT) as deadline:
-                while data := await reader.read(READ_CHUNK):
-                    try:
-                        packets = decoder.feed_untrusted(data)
-                    except WireError as exc:
-                        log.debug("closing fallback connection %s: %s", path, exc)
-                        break
-                    for packet in packets:
-                        if self._on_packet(packet, path):
-                            deadline.reschedule(None)
+
+                def on_packet(conn: FramedTcpConnection, packet: bytes) -> None:
+                    if self._on_packet(packet, path):
+                        deadline.reschedule(None)
+
+                conn = FramedTcpConnection(path, reader, writer, on_packet, _tcp_closed)
+                self._conns[path.conn] = conn
+                await conn.wait_ended()
         except TimeoutError:
             log.debug("closing fallback connection %s: no valid packet", path)
-        except (ConnectionError, OSError) as exc:
-            log.debug("fallback connection %s failed: %s", path, exc)
         finally:
-            self._conns.pop(conn_id, None)
+            if (gone := self._conns.pop(path.conn, None)) is not None:
+                gone.close()
             writer.close()
             with contextlib.suppress(OSError, ConnectionError):
                 await writer.wait_closed()
             if task is not None:
                 self._conn_tasks.discard(task)
+
+
+def _tcp_closed(conn: FramedTcpConnection, error: Exception | None) -> None:
+    """A fallback connection ended by itself: say why, for debugging only."""
+    if error is not None:
+        log.debug("fallback connection %s ended: %s", conn.path, error)

@@ -2,14 +2,18 @@
 
 Contract:
 
+- The endpoint is the server's one session registry. Each entry is a session and what its
+  owner keeps with it (the app: the session's driver and channel tasks; tests: the session
+  itself), built by the ``host`` factory given to :meth:`Endpoint.create_session`.
 - :meth:`Endpoint.create_session` makes a server-role :class:`~resip.session.Session` with a
-  fresh random 8-byte id and 32-byte secret and returns it with the JSON-able credentials
-  of the session API (PROTOCOL.md §7). The caller (the app) adds ``udp_port``, ``tcp_port``
-  and ``server_start``. At ``max_sessions`` live sessions it raises
+  fresh random 8-byte id and 32-byte secret and returns its entry with the JSON-able
+  credentials of the session API (PROTOCOL.md §7). The caller (the app) adds ``udp_port``,
+  ``tcp_port`` and ``server_start``. At ``max_sessions`` live sessions it raises
   :class:`SessionLimitReached` instead.
-- :meth:`Endpoint.route_untrusted` takes any bytes from the network and returns the session
-  they claim to belong to, or ``None``. It only unmasks the header (one AES block); the
-  session itself authenticates the packet, reusing that unmasked header rather than
+- :meth:`Endpoint.route_untrusted` takes any bytes from the network and returns the entry
+  of the session they claim to belong to, with the unmasked :class:`~resip.crypto.Header`,
+  or ``None``. It only unmasks the header (one AES block); the caller hands that header
+  to ``Session.receive_datagram(..., header=)``, which authenticates the packet without
   unmasking again. Malformed datagrams and unknown session ids are
   dropped silently and counted in :attr:`Endpoint.stats`; nothing here ever raises for bad
   input, so a forged flood costs one AES block per datagram and no state.
@@ -24,9 +28,10 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from resip.config import SessionConfig
-from resip.crypto import VERSION, HeaderProtection, Suite
+from resip.crypto import VERSION, Header, HeaderProtection, Suite
 from resip.errors import ResipError, WireError
 from resip.session import Role, Session
 
@@ -37,6 +42,9 @@ log = logging.getLogger(__name__)
 SESSION_ID_SIZE = 8
 SECRET_SIZE = 32
 HP_KEY_SIZE = 32
+
+#: What the registry's owner keeps with each session.
+H = TypeVar("H")
 
 
 class SessionLimitReached(ResipError):
@@ -62,7 +70,7 @@ class EndpointStats:
         return self.malformed + self.unknown_session + self.wrong_direction
 
 
-class Endpoint:
+class Endpoint(Generic[H]):
     """Holds the server's sessions by id and finds the one a datagram belongs to."""
 
     def __init__(
@@ -90,7 +98,7 @@ class Endpoint:
         self.max_sessions = max_sessions
         self.suite = suite
         self._random_bytes = random_bytes
-        self._sessions: dict[bytes, Session] = {}
+        self._sessions: dict[bytes, tuple[Session, H]] = {}
         self.stats = EndpointStats()
 
     def __repr__(self) -> str:
@@ -104,7 +112,7 @@ class Endpoint:
         max_sessions: int,
         suite: Suite = Suite.AES_256_GCM,
         random_bytes: Callable[[int], bytes] = os.urandom,
-    ) -> Endpoint:
+    ) -> Endpoint[H]:
         """An endpoint with a fresh random header-protection key (id 0).
 
         The key lives only in memory: after a restart every old session is gone anyway
@@ -128,14 +136,21 @@ class Endpoint:
 
     def sessions(self) -> list[Session]:
         """The sessions held now (terminated ones included until swept)."""
-        return list(self._sessions.values())
+        return [session for session, _ in self._sessions.values()]
 
-    def get(self, session_id: bytes) -> Session | None:
-        """The session with this id, or ``None``."""
-        return self._sessions.get(session_id)
+    def hosts(self) -> list[H]:
+        """The owner's entries of the sessions held now, in the same order."""
+        return [host for _, host in self._sessions.values()]
 
-    def create_session(self, now: float) -> tuple[Session, dict[str, object]]:
-        """A new server session and the credentials the API returns for it.
+    def get(self, session_id: bytes) -> H | None:
+        """The entry of the session with this id, or ``None``."""
+        entry = self._sessions.get(session_id)
+        return entry[1] if entry is not None else None
+
+    def create_session(
+        self, now: float, host: Callable[[Session], H]
+    ) -> tuple[H, dict[str, object]]:
+        """A new server session's entry (``host(session)``) and the API's credentials.
 
         Raises :class:`SessionLimitReached` when ``max_sessions`` live sessions exist.
         """
@@ -162,7 +177,8 @@ class Endpoint:
             now=now,
             random_bytes=self._random_bytes,
         )
-        self._sessions[session_id] = session
+        entry = host(session)
+        self._sessions[session_id] = (session, entry)
         log.info("session %s created (%d held)", session_id.hex(), len(self._sessions))
         credentials: dict[str, object] = {
             "session_id": session_id.hex(),
@@ -173,50 +189,49 @@ class Endpoint:
             "packet_size": self.config.packet_size,
             "idle_timeout": self.config.idle_timeout,
         }
-        return session, credentials
+        return entry, credentials
 
-    def remove(self, session_id: bytes) -> Session | None:
-        """Forget a session (it is not closed here); returns it, or ``None`` if unknown."""
-        session = self._sessions.pop(session_id, None)
-        if session is not None:
-            log.debug("session %s removed (%d held)", session_id.hex(), len(self._sessions))
-        return session
+    def remove(self, session_id: bytes) -> H | None:
+        """Forget a session (it is not closed here); returns its entry, or ``None``."""
+        entry = self._sessions.pop(session_id, None)
+        if entry is None:
+            return None
+        log.debug("session %s removed (%d held)", session_id.hex(), len(self._sessions))
+        return entry[1]
 
-    def sweep(self) -> list[Session]:
-        """Remove every terminated session; returns them."""
-        gone = [s for s in self._sessions.values() if s.terminated]
-        for session in gone:
-            self.remove(session.session_id)
-        return gone
+    def sweep(self) -> list[H]:
+        """Remove every terminated session; returns their entries."""
+        gone = [sid for sid, (session, _) in self._sessions.items() if session.terminated]
+        return [entry for sid in gone if (entry := self.remove(sid)) is not None]
 
     # -- demultiplexing --------------------------------------------------------------------
 
-    def route_untrusted(self, datagram: bytes) -> Session | None:
-        """The live session ``datagram`` names, or ``None`` (dropped silently and counted).
+    def route_untrusted(self, datagram: bytes) -> tuple[H, Header] | None:
+        """The entry of the live session ``datagram`` names and its unmasked header.
 
-        Only the header is unmasked here; the caller feeds the datagram to the session,
-        which authenticates it before anything changes. Unmasking through
-        ``unmask_for_open_untrusted`` lets the session's protector open this same object
-        without unmasking it a second time.
+        ``None`` if there is none (dropped silently and counted). Only the header is
+        unmasked here; the caller feeds the datagram and this header to the session
+        (``receive_datagram(..., header=)``), which authenticates it before anything
+        changes and does not unmask it again.
         """
         try:
-            header = self.hp.unmask_for_open_untrusted(datagram)
+            header = self.hp.unmask_untrusted(datagram)
         except WireError:
             self.stats.malformed += 1
             return None
         if header.from_server:
             self.stats.wrong_direction += 1
             return None
-        session = self._sessions.get(header.session_id)
-        if session is None:
+        entry = self._sessions.get(header.session_id)
+        if entry is None:
             self.stats.unknown_session += 1
             return None
-        if session.terminated:
+        if entry[0].terminated:
             self.remove(header.session_id)
             self.stats.unknown_session += 1
             return None
         self.stats.routed += 1
-        return session
+        return entry[1], header
 
 
 def _same_hp_key(hp: HeaderProtection, key: bytes) -> bool:

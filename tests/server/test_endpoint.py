@@ -11,14 +11,19 @@ import pytest
 from resip.config import SessionConfig
 from resip.crypto import HeaderProtection
 from resip.server.endpoint import Endpoint, SessionLimitReached
-from resip.session import Role
+from resip.session import Role, Session
 from tests.server.conftest import client_session
 
 CLIENT = ("127.0.0.1", 40000)
 SERVER = ("127.0.0.1", 31266)
 
 
-def make_endpoint(max_sessions: int = 4) -> Endpoint:
+def bare(session: Session) -> Session:
+    """The registry entry of these tests: the session itself."""
+    return session
+
+
+def make_endpoint(max_sessions: int = 4) -> Endpoint[Session]:
     rng = random.Random(7)
     return Endpoint.generate(SessionConfig(), max_sessions=max_sessions, random_bytes=rng.randbytes)
 
@@ -32,7 +37,7 @@ def first_datagram(credentials: dict[str, object]) -> bytes:
 
 def test_credentials_describe_a_server_session() -> None:
     endpoint = make_endpoint()
-    session, creds = endpoint.create_session(0.0)
+    session, creds = endpoint.create_session(0.0, bare)
     assert session.role is Role.SERVER
     assert creds["session_id"] == session.session_id.hex()
     assert len(bytes.fromhex(str(creds["session_id"]))) == 8
@@ -49,10 +54,13 @@ def test_credentials_describe_a_server_session() -> None:
 
 def test_genuine_packet_is_routed_and_authenticates() -> None:
     endpoint = make_endpoint()
-    session, creds = endpoint.create_session(0.0)
+    session, creds = endpoint.create_session(0.0, bare)
     datagram = first_datagram(creds)
-    assert endpoint.route_untrusted(datagram) is session
-    session.receive_datagram(datagram, CLIENT, now=0.01)
+    routed = endpoint.route_untrusted(datagram)
+    assert routed is not None
+    assert routed[0] is session
+    assert routed[1] == endpoint.hp.unmask_untrusted(datagram)
+    assert session.receive_datagram(datagram, CLIENT, now=0.01, header=routed[1])
     assert session.packets_received == 1
     assert session.peer == CLIENT
     assert endpoint.stats.routed == 1
@@ -72,14 +80,16 @@ class _CountingEcb:
 
 def test_a_routed_datagram_is_unmasked_once() -> None:
     endpoint = make_endpoint()
-    session, creds = endpoint.create_session(0.0)
+    session, creds = endpoint.create_session(0.0, bare)
     datagram = first_datagram(creds)
     table: dict[int, Any] = endpoint.hp._by_first_byte  # shared with the session's protector
     counting = _CountingEcb(table[datagram[0]])
     table[datagram[0]] = counting
     try:
-        assert endpoint.route_untrusted(datagram) is session
-        session.receive_datagram(datagram, CLIENT, now=0.01)
+        routed = endpoint.route_untrusted(datagram)
+        assert routed is not None
+        assert routed[0] is session
+        session.receive_datagram(datagram, CLIENT, now=0.01, header=routed[1])
     finally:
         table[datagram[0]] = counting.inner
     assert session.packets_received == 1
@@ -88,7 +98,7 @@ def test_a_routed_datagram_is_unmasked_once() -> None:
 
 def test_unknown_session_id_is_dropped_silently_and_counted() -> None:
     endpoint = make_endpoint()
-    session, creds = endpoint.create_session(0.0)
+    session, creds = endpoint.create_session(0.0, bare)
     stranger = dict(creds, session_id=os.urandom(8).hex())
     datagram = first_datagram(stranger)
     assert endpoint.route_untrusted(datagram) is None
@@ -99,7 +109,7 @@ def test_unknown_session_id_is_dropped_silently_and_counted() -> None:
 
 def test_forged_datagrams_are_counted_not_raised() -> None:
     endpoint = make_endpoint()
-    _, creds = endpoint.create_session(0.0)
+    _, creds = endpoint.create_session(0.0, bare)
     rng = random.Random(1)
     forged = [rng.randbytes(rng.randrange(0, 1500)) for _ in range(500)]
     forged += [b"", b"\x20" * 33, b"\x20" * 65536]
@@ -114,19 +124,19 @@ def test_forged_datagrams_are_counted_not_raised() -> None:
 
 def test_session_limit_is_a_clear_error_and_terminated_sessions_free_room() -> None:
     endpoint = make_endpoint(max_sessions=2)
-    first, _ = endpoint.create_session(0.0)
-    endpoint.create_session(0.0)
+    first, _ = endpoint.create_session(0.0, bare)
+    endpoint.create_session(0.0, bare)
     with pytest.raises(SessionLimitReached, match="maximum of 2 sessions"):
-        endpoint.create_session(0.0)
+        endpoint.create_session(0.0, bare)
     first.close(0, "done", now=1.0)
     assert first.terminated
-    endpoint.create_session(1.0)  # the terminated one was swept
+    endpoint.create_session(1.0, bare)  # the terminated one was swept
     assert first not in endpoint.sessions()
 
 
 def test_terminated_session_is_removed_when_its_packets_arrive() -> None:
     endpoint = make_endpoint()
-    session, creds = endpoint.create_session(0.0)
+    session, creds = endpoint.create_session(0.0, bare)
     session.close(0, "gone", now=1.0)
     assert endpoint.route_untrusted(first_datagram(creds)) is None
     assert endpoint.get(session.session_id) is None
@@ -134,7 +144,7 @@ def test_terminated_session_is_removed_when_its_packets_arrive() -> None:
 
 def test_remove_forgets_a_session() -> None:
     endpoint = make_endpoint()
-    session, creds = endpoint.create_session(0.0)
+    session, creds = endpoint.create_session(0.0, bare)
     assert endpoint.remove(session.session_id) is session
     assert endpoint.remove(session.session_id) is None
     assert endpoint.route_untrusted(first_datagram(creds)) is None

@@ -10,6 +10,7 @@ from resip import __version__
 from resip.config import SessionConfig
 from resip.server.endpoint import Endpoint
 from resip.server.http_api import FailureLimiter, make_api
+from resip.session import Session
 
 if TYPE_CHECKING:
     from aiohttp.test_utils import TestClient
@@ -33,11 +34,13 @@ class Service:
     server_start = "start-token"
 
     def __init__(self, max_sessions: int = 3) -> None:
-        self.endpoint = Endpoint.generate(SessionConfig(), max_sessions=max_sessions)
+        self.endpoint: Endpoint[Session] = Endpoint.generate(
+            SessionConfig(), max_sessions=max_sessions
+        )
         self.closed: list[bytes] = []
 
     def create_session(self) -> dict[str, object]:
-        _, creds = self.endpoint.create_session(0.0)
+        _, creds = self.endpoint.create_session(0.0, lambda session: session)
         creds.update(udp_port=1, tcp_port=1, server_start=self.server_start)
         return creds
 

@@ -1,4 +1,4 @@
-"""UDP socket tuning shared by the server and the client proxy."""
+"""UDP socket buffer sizing, shared by the server and the client proxy."""
 
 from __future__ import annotations
 
