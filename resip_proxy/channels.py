@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address
 
 from resip import events as ev
 from resip.aio.driver import SessionDriver
-from resip.aio.streams import ChannelSplice
+from resip.aio.streams import ChannelSplice, EarlyEvents
 from resip.codes import TerminateCode
 from resip.errors import ResipError
 from resip.wire import Proto
@@ -45,14 +44,6 @@ def target_host(host: Host) -> Host:
     return host
 
 
-class _Splice(ChannelSplice):
-    """A splice that first receives the channel events that arrived before it existed."""
-
-    def replay(self, events: Iterable[ev.Event]) -> None:
-        for event in events:
-            self._on_event(event)
-
-
 class Channel:
     """A channel opened by :meth:`SessionManager.open_channel`, bound to one session."""
 
@@ -64,7 +55,8 @@ class Channel:
         self.host = host
         self.port = port
         self.proto = proto
-        self._early: list[ev.Event] = []
+        # What arrives before splice(): ChannelSplice takes it over from here.
+        self._early = EarlyEvents()
         self._outcome: asyncio.Future[ev.ChannelTerminated | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -82,7 +74,7 @@ class Channel:
         if isinstance(event, ev.ChannelTerminated) and not self._outcome.done():
             self._outcome.set_result(event)
             return
-        self._early.append(event)
+        self._early.on_event(event)
 
     async def wait_started(self, timeout: float) -> None:  # noqa: ASYNC109
         """Return once the server connected the target; raise :class:`ChannelFailed` otherwise.
@@ -102,10 +94,7 @@ class Channel:
 
     def splice(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> ChannelSplice:
         """A :class:`ChannelSplice` to ``(reader, writer)``; call its ``run()``."""
-        splice = _Splice(self.driver, self.id, reader, writer)
-        early, self._early = self._early, []
-        splice.replay(early)
-        return splice
+        return ChannelSplice(self.driver, self.id, reader, writer, early=self._early)
 
     def reset(self, code: int = TerminateCode.NORMAL, reason: str = "") -> None:
         """Abort the channel (TERMINATE) and stop listening to it."""

@@ -51,6 +51,7 @@ from resip.config import SessionConfig
 from resip.crypto import HeaderProtection
 from resip.enrol import Enrolment
 from resip.errors import ResipError
+from resip.paths import UdpPath
 from resip.session import Role, Session, State
 from resip.wire import Proto
 
@@ -236,7 +237,7 @@ class SessionManager:
         return True
 
     @property
-    def udp_path(self) -> tuple[str, int]:
+    def udp_path(self) -> UdpPath:
         """The server's UDP address (the session's path when on UDP)."""
         assert self._links is not None
         return self._links.udp_path
