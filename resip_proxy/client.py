@@ -403,14 +403,11 @@ class SessionManager:
     def _authenticated(driver: SessionDriver, data: bytes, path: Hashable) -> bool:
         """Feed one datagram to the session; whether it authenticated (AuthenticatedPacket).
 
-        The one place that knows how to tell. Until ``Session.receive_datagram`` returns
-        the answer itself (under way, not committed yet), a datagram authenticated if and
-        only if it raised ``packets_received``.
+        Flushes afterwards, as ``SessionDriver.datagram_received`` does.
         """
-        session = driver.session
-        before = session.packets_received
-        driver.datagram_received(data, path)
-        return session.packets_received != before
+        authenticated = driver.session.receive_datagram(data, path, now=driver.now())
+        driver.flush()
+        return authenticated
 
     def _on_event(self, event: ev.Event) -> None:
         match event:

@@ -155,11 +155,11 @@ class PolicyClient(SimPeer):
         if via is Via.TCP and self.tcp_open is None:
             return  # a connection we closed
         self.now = now
-        before, seen = self.session.packets_received, len(self.events)
-        self.session.receive_datagram(data, SERVER, now=now)
+        seen = len(self.events)
+        authenticated = self.session.receive_datagram(data, SERVER, now=now)
         self._react(now)
         self._session_events(seen, now)
-        if self.session.packets_received != before:  # it authenticated
+        if authenticated:
             self.feed(AuthenticatedPacket(now, via))
 
     def _session_events(self, seen: int, now: float) -> None:
