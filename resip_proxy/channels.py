@@ -13,12 +13,12 @@ import asyncio
 import ipaddress
 from ipaddress import IPv4Address, IPv6Address
 
-from resip import events as ev
 from resip.aio.driver import SessionDriver
 from resip.aio.streams import ChannelSplice, EarlyEvents
-from resip.codes import TerminateCode
-from resip.errors import ResipError
-from resip.wire import Proto
+from resip.core import events as ev
+from resip.core.codes import TerminateCode
+from resip.core.errors import ResipError
+from resip.core.wire import Proto
 
 __all__ = ["Channel", "ChannelFailed", "Host", "target_host"]
 

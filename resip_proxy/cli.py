@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from resip import __version__
-from resip.errors import ConfigError
+from resip.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from resip_proxy.client import SessionManager

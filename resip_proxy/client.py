@@ -2,7 +2,7 @@
 
 Contract
 --------
-:class:`SessionManager` owns the one client :class:`~resip.session.Session` of a proxy
+:class:`SessionManager` owns the one client :class:`~resip.core.session.Session` of a proxy
 and the :class:`~resip.aio.driver.SessionDriver` that runs it:
 
 - :meth:`SessionManager.start` asks the server's HTTPS session API for a session
@@ -44,16 +44,16 @@ from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import replace
 from typing import Any, Literal
 
-from resip import events as ev
 from resip.aio.driver import Listener, SessionDriver
-from resip.codes import CloseCode, TerminateCode
-from resip.config import SessionConfig
-from resip.crypto import HeaderProtection
-from resip.enrol import Enrolment
-from resip.errors import ResipError
-from resip.paths import UdpPath
-from resip.session import Role, Session, State
-from resip.wire import Proto
+from resip.core import events as ev
+from resip.core.codes import CloseCode, TerminateCode
+from resip.core.config import SessionConfig
+from resip.core.crypto import HeaderProtection
+from resip.core.enrol import Enrolment
+from resip.core.errors import ResipError
+from resip.core.paths import UdpPath
+from resip.core.session import Role, Session, State
+from resip.core.wire import Proto
 
 from .channels import Channel, ChannelFailed, Host, target_host
 from .session_api import (

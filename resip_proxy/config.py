@@ -5,7 +5,7 @@ Contract
 - :func:`init_client` turns an enrolment URI into a config file (mode 0600: it holds
   the API key), refusing to overwrite one unless ``force`` is set.
 - :func:`load_client_config` reads it back as a :class:`ClientConfig`; anything
-  missing, mistyped or unknown raises :class:`~resip.errors.ConfigError` naming the file
+  missing, mistyped or unknown raises :class:`~resip.core.errors.ConfigError` naming the file
   and the key. The API key never appears in a message or ``repr``.
 - :func:`save_fingerprint` records the certificate fingerprint learnt on first use, so
   every later start enforces it.
@@ -32,8 +32,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from resip.enrol import Enrolment, format_uri, parse_uri
-from resip.errors import ConfigError
+from resip.core.enrol import Enrolment, format_uri, parse_uri
+from resip.core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_LISTEN",

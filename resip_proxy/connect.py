@@ -43,7 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from resip.errors import ConfigError, ResipError
+from resip.core.errors import ConfigError, ResipError
 
 from .config import ClientConfig, parse_listen
 from .locate import default_socket_path, fetch_proxy_info, server_name

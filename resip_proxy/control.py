@@ -37,8 +37,8 @@ import aiohttp
 from aiohttp import web
 
 from resip import __version__
-from resip.errors import ResipError
-from resip.session import State
+from resip.core.errors import ResipError
+from resip.core.session import State
 
 from .client import SessionManager
 from .locate import default_socket_path, server_name

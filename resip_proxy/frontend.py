@@ -40,12 +40,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
-from resip import events as ev
 from resip.aio.backlog import listen_backlog
 from resip.aio.driver import Listener
-from resip.codes import TerminateCode
-from resip.errors import ResipError
-from resip.wire import Proto
+from resip.core import events as ev
+from resip.core.codes import TerminateCode
+from resip.core.errors import ResipError
+from resip.core.wire import Proto
 
 from .client import Channel, ChannelFailed, SessionManager, target_host
 from .http_connect import HttpError, HttpProxyServer, ProxyRequest, response

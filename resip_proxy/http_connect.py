@@ -33,7 +33,7 @@ Invariants
   buffered; bytes after the head (a request body, pipelined data, tunnel data) are
   kept whole for ``trailing_data()``.
 - Nothing from the peer raises; only API misuse raises
-  :class:`~resip.errors.LocalProtocolError`.
+  :class:`~resip.core.errors.LocalProtocolError`.
 - Proxy credentials never appear in an event, error or repr: ``Proxy-Authorization``
   is dropped from :attr:`ProxyRequest.headers`, and ``headers``/``forward_head``
   (which may carry origin ``Authorization`` or cookies) are left out of the repr.
@@ -54,7 +54,7 @@ from http import HTTPStatus
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
-from resip.errors import LocalProtocolError
+from resip.core.errors import LocalProtocolError
 
 from .socks5 import NEED_DATA, Host, NeedData, ProxyProtocolError, parse_host_name_untrusted
 

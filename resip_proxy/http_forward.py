@@ -44,9 +44,9 @@ from typing import Final
 
 import h11
 
-from resip import events as ev
-from resip.codes import TerminateCode
-from resip.errors import LocalProtocolError
+from resip.core import events as ev
+from resip.core.codes import TerminateCode
+from resip.core.errors import LocalProtocolError
 
 from .client import Channel, ChannelFailed
 from .http_connect import DEFAULT_MAX_HEAD, ProxyRequest, response

@@ -23,9 +23,9 @@ from typing import Any
 
 import aiohttp
 
-from resip.crypto import Suite
-from resip.enrol import Enrolment
-from resip.errors import ResipError
+from resip.core.crypto import Suite
+from resip.core.enrol import Enrolment
+from resip.core.errors import ResipError
 
 __all__ = ["ClientError", "SessionApi", "SessionCredentials", "describe_error", "fetch_fingerprint"]
 

@@ -36,7 +36,7 @@ Invariants
   more than one incomplete message. :data:`MAX_HANDSHAKE_BUFFER` is the hard cap
   checked on top of that.
 - Nothing from the peer raises: malformed input is a :class:`Socks5Error`. The
-  codec raises only :class:`~resip.errors.LocalProtocolError`, for API misuse.
+  codec raises only :class:`~resip.core.errors.LocalProtocolError`, for API misuse.
 - Credentials never appear in any event, error message or repr.
 
 Decisions
@@ -69,7 +69,7 @@ from enum import Enum, IntEnum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final, TypeAlias
 
-from resip.errors import LocalProtocolError, WireError
+from resip.core.errors import LocalProtocolError, WireError
 
 Host: TypeAlias = IPv4Address | IPv6Address | str
 
@@ -198,7 +198,7 @@ def encode_reply(code: Reply, bind: tuple[IPv4Address | IPv6Address, int] | None
 def parse_host_name_untrusted(raw: bytes) -> str:
     """Validate a host name from the wire: ``[A-Za-z0-9._-]{1,255}`` or an IPv6 literal.
 
-    The tunnel carries only such names (``resip.wire``), and rejecting everything
+    The tunnel carries only such names (``resip.core.wire``), and rejecting everything
     else here keeps NUL, control bytes, spaces and non-ASCII out of logs and
     resolvers. IDNA names arrive as ASCII A-labels and pass. Raises
     :class:`ProxyProtocolError` and nothing else.

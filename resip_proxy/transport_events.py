@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Literal
 
-from resip.recovery import INITIAL_RTT
+from resip.core.recovery import INITIAL_RTT
 
 __all__ = [
     "INPUT_KINDS",

@@ -6,7 +6,7 @@ one the session uses is decided by
 :class:`ServerLinks` holds the one UDP socket and the at most one TCP connection
 (numbered by the policy's attempts) a client has to its server. It carries out the
 policy's socket actions and reports back in the policy's inputs; the session's paths
-are the server's :class:`~resip.paths.UdpPath` and ``TcpPath(attempt)``.
+are the server's :class:`~resip.core.paths.UdpPath` and ``TcpPath(attempt)``.
 
 - A UDP send error that means the socket's source address vanished (the laptop left
   the network) is reported as UdpSocketDead, once per socket; other errors (ICMP port
@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Hashable
 
 from resip.aio.transport import DEAD_SOCKET_ERRNOS, DatagramSocket, FramedTcpConnection
-from resip.paths import TcpPath, UdpPath
+from resip.core.paths import TcpPath, UdpPath
 
 from .session_api import describe_error
 from .transport_events import Input, TcpClosed, TcpConnected, TcpFailed, UdpSocketDead, Via

@@ -7,7 +7,7 @@ Contract
   ``Console(record=True, width=...)`` and assert on the text.
 - The view: a header panel (state, server, transport, RTT, measured loss,
   retransmissions, rates), throughput sparklines (unicode blocks), the channel table
-  (active, then idle, then closing; :func:`resip.terminal.by_relevance`) cut to the rows
+  (active, then idle, then closing; :func:`resip.ui.terminal.by_relevance`) cut to the rows
   that fit ``height`` with a ``+N more`` and totals line, and the newest events. It fits
   ``width`` x ``height`` (80x24 included): header items and cells never wrap, the least
   important are left out first, the state never. Text from the network (targets,
@@ -36,7 +36,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from resip.terminal import (
+from resip.ui.terminal import (
     ALWAYS,
     Column,
     Field,

@@ -13,7 +13,7 @@
 - :func:`stop_gently`: SIGINT (what Ctrl-C sends, so the process shuts down as a user
   would see it), then SIGKILL after a timeout; always reaps.
 - :func:`free_tcp_port` / :func:`free_tcp_udp_port`: ephemeral ports on 127.0.0.1.
-- :class:`LocalLab`: ``resip.testing.labstack``'s :class:`~resip.testing.labstack.LabLike`
+- :class:`LocalLab`: ``resip.lab.labstack``'s :class:`~resip.lab.labstack.LabLike`
   on this machine's loopback, without namespaces: the same ``init_server`` /
   ``start_server_process`` / ``start_proxy`` that the lab uses start ResIP here too, and
   every process it started is stopped (:func:`stop_gently`) when it closes.

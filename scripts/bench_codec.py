@@ -2,7 +2,7 @@
 """Packets per second of ResIP v2 packet protection against bare AES-256-GCM, in one run.
 
 For each datagram size (512, 1200, 1400 bytes) it times seal + open of full packets through
-``resip.crypto.PacketProtector`` (a client seals, the server's protector opens), and the bare
+``resip.core.crypto.PacketProtector`` (a client seals, the server's protector opens), and the bare
 ``cryptography`` ``AESGCM.encrypt`` + ``decrypt`` of the same payload size with the same
 16-byte associated data. Every opened packet is a fresh one (the replay window would refuse a
 repeat), so each iteration is one seal followed by one open. Each measurement runs about
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from resip.crypto import OVERHEAD, HeaderProtection, PacketProtector, Suite
+from resip.core.crypto import OVERHEAD, HeaderProtection, PacketProtector, Suite
 
 SIZES = (512, 1200, 1400)
 

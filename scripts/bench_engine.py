@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The session engine alone: packets per second and microseconds per packet, no sockets.
 
-Two :class:`~resip.session.Session` objects (client and server) are wired through a
+Two :class:`~resip.core.session.Session` objects (client and server) are wired through a
 minimal pipe per direction: a bottleneck rate, a fixed one-way delay, a drop-tail
 queue and a seeded loss decision; virtual time jumps from event to event. One channel
 streams random (incompressible) bytes client -> server. The bottleneck (100 Mbit/s)
@@ -28,9 +28,9 @@ from collections.abc import Hashable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from resip.config import SessionConfig
-from resip.crypto import HeaderProtection
-from resip.session import Role, Session
+from resip.core.config import SessionConfig
+from resip.core.crypto import HeaderProtection
+from resip.core.session import Role, Session
 
 RATE_BPS = 100e6
 PACKET = 1200

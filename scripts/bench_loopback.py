@@ -13,7 +13,7 @@ server. Everything is on 127.0.0.1 and free ephemeral ports; nothing binds 0.0.0
   ``resip-server init --dir D --public-host 127.0.0.1 --listen-host 127.0.0.1`` (API and
   ResIP ports free ephemeral ones, the ACL opened to 127.0.0.0/8 and ``allow_internet``
   off), and ``resip-proxy run --listen 127.0.0.1:0`` on a config from ``resip-proxy init
-  URI --config F``, used as a SOCKS5 proxy. Started by ``resip.testing.labstack``, the
+  URI --config F``, used as a SOCKS5 proxy. Started by ``resip.lab.labstack``, the
   functions the namespace lab uses, on a loopback stand-in for the lab.
 - ``resip-demo``: ``resip-proxy demo`` (server and proxy in one process, throwaway keys).
 

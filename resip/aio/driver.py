@@ -1,4 +1,4 @@
-"""Runs one sans-IO :class:`~resip.session.Session` on an asyncio loop.
+"""Runs one sans-IO :class:`~resip.core.session.Session` on an asyncio loop.
 
 The only place (with the other ``resip/aio`` modules) that reads ``loop.time()``.
 After every input it flushes ``datagrams_to_send`` through ``transmit`` and
@@ -14,10 +14,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Hashable
 
-from resip import events as ev
-from resip.codes import CloseCode, TerminateCode
-from resip.crypto import Header
-from resip.session import Session
+from resip.core import events as ev
+from resip.core.codes import CloseCode, TerminateCode
+from resip.core.crypto import Header
+from resip.core.session import Session
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
-from resip import events as ev
 from resip.aio.driver import Listener, SessionDriver
-from resip.errors import LocalProtocolError
+from resip.core import events as ev
+from resip.core.errors import LocalProtocolError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ ignore one it has already replaced.
   it; every other error (ICMP port unreachable about one peer) is loss, which the session
   handles, and is only logged.
 - :class:`FramedTcpConnection`: one TCP fallback connection (PROTOCOL.md §8), named by
-  its :class:`~resip.paths.TcpPath`: packets out as length-prefixed frames, frames in as
+  its :class:`~resip.core.paths.TcpPath`: packets out as length-prefixed frames, frames in as
   packets. ``on_closed`` fires once, with the error if any, when the connection ends by
   itself (a frame error, EOF, a socket error), never after :meth:`close`.
 
@@ -31,9 +31,9 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from resip.aio.socket_buffers import BUFFER_BYTES, enlarge_buffers
-from resip.errors import WireError
-from resip.framing import FrameDecoder, encode_frame
-from resip.paths import TcpPath, UdpPath
+from resip.core.errors import WireError
+from resip.core.framing import FrameDecoder, encode_frame
+from resip.core.paths import TcpPath, UdpPath
 
 __all__ = [
     "DEAD_SOCKET_ERRNOS",

@@ -11,16 +11,16 @@ Contract:
   in ``tests/data/seed-vectors.json`` can be replayed.
 - **Fixed, not bug-compatible.** The largest fragment is ``P - 32 - 6 - bits(channel) -
   bits(pnum)`` (the prototype's ``- 5`` produced 481-byte inner plaintexts and 528-byte
-  packets); such packets are refused on send (:class:`~resip.errors.LocalProtocolError`) and
-  on receive (:class:`~resip.errors.WireError`).
+  packets); such packets are refused on send (:class:`~resip.core.errors.LocalProtocolError`) and
+  on receive (:class:`~resip.core.errors.WireError`).
 - **Sans-IO.** No sockets, no clock; randomness is injected as ``Callable[[int], bytes]``.
 - **Untrusted input.** Functions named ``*_untrusted`` raise only
-  :class:`~resip.errors.WireError` (malformed) or :class:`~resip.errors.DecryptError`
+  :class:`~resip.core.errors.WireError` (malformed) or :class:`~resip.core.errors.DecryptError`
   (HMAC mismatch), whatever the bytes.
 
 What this module does not do: channel state (existence, compression setting, ordering,
 duplicates, reassembly). That belongs to the session layer, which sees the
-:class:`~resip.wire.Record` values this codec returns. Records and command messages are
+:class:`~resip.core.wire.Record` values this codec returns. Records and command messages are
 encoded by :mod:`resip.compat.legacy_v1_wire`.
 """
 
@@ -37,8 +37,8 @@ from enum import StrEnum
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from resip.compat.legacy_v1_wire import encode_record_v1, parse_record_v1_untrusted
-from resip.errors import ConfigError, DecryptError, LocalProtocolError, WireError
-from resip.wire import Record, int_bits
+from resip.core.errors import ConfigError, DecryptError, LocalProtocolError, WireError
+from resip.core.wire import Record, int_bits
 
 __all__ = [
     "DEFAULT_PACKET_SIZE",
@@ -188,8 +188,8 @@ def peek_session_id_untrusted(
     A server calls this to find the session (and so the codec) a datagram belongs to. The
     id is *not* authenticated (the HMAC covers only the inner ciphertext); the session's
     :meth:`LegacyV1Codec.open_untrusted` does the real checks. Raises
-    :class:`~resip.errors.WireError` for a packet of the wrong size or type, and
-    :class:`~resip.errors.ConfigError` for keys or IVs of the wrong length.
+    :class:`~resip.core.errors.WireError` for a packet of the wrong size or type, and
+    :class:`~resip.core.errors.ConfigError` for keys or IVs of the wrong length.
     """
     _check_packet_size(packet_size)
     for name, value, size in (
@@ -283,7 +283,7 @@ class LegacyV1Codec:
     def seal(self, record: Record) -> bytes:
         """Encrypt one record into a ``P``-byte packet.
 
-        Raises :class:`~resip.errors.LocalProtocolError` if the record could not be accepted
+        Raises :class:`~resip.core.errors.LocalProtocolError` if the record could not be accepted
         by a peer: wrong direction bit for this side, channel or pnum out of range, fragment
         bit on channel 0, pnum 0 outside unfragmented channel 0, or data longer than
         :meth:`max_fragment`.
@@ -316,9 +316,9 @@ class LegacyV1Codec:
     def open_untrusted(self, packet: bytes) -> Record:
         """Decrypt and check one received packet; return its record.
 
-        Raises :class:`~resip.errors.WireError` if the packet is malformed (size, type,
+        Raises :class:`~resip.core.errors.WireError` if the packet is malformed (size, type,
         session id, record layout, the peer's direction bit, channel/pnum/fragment rules) and
-        :class:`~resip.errors.DecryptError` if the HMAC does not match. Channel existence,
+        :class:`~resip.core.errors.DecryptError` if the HMAC does not match. Channel existence,
         compression and ordering are left to the caller.
         """
         outer = _open_outer_untrusted(self._master, packet, self.packet_size)
@@ -357,7 +357,7 @@ def deflate(data: bytes) -> bytes:
 def inflate_untrusted(data: bytes, *, max_size: int = MAX_INFLATED_SIZE) -> bytes:
     """Inflate one raw DEFLATE stream received from a v1 peer, to at most ``max_size`` bytes.
 
-    Raises :class:`~resip.errors.WireError` if the stream is corrupt, truncated, followed by
+    Raises :class:`~resip.core.errors.WireError` if the stream is corrupt, truncated, followed by
     trailing bytes, or would inflate beyond ``max_size``.
     """
     decomp = zlib.decompressobj(-15)
@@ -395,7 +395,7 @@ def fragment_message(
     used the chunk's first pnum for all of them).
 
     ``first_pnum`` 0 sends one unordered command on channel 0. Empty ``data`` gives no
-    records. Raises :class:`~resip.errors.LocalProtocolError` for a channel-0 message that
+    records. Raises :class:`~resip.core.errors.LocalProtocolError` for a channel-0 message that
     needs more than one record, compression on channel 0, or pnum 0 elsewhere.
     """
     if channel == 0 and compress:

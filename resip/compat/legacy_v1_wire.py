@@ -1,12 +1,12 @@
 """Legacy v1 records and command messages: the PHP prototype's encodings (PROTOCOL.md §9).
 
-The values are v2's (:class:`~resip.wire.Record` and the command dataclasses of
-:mod:`resip.wire`), so a session layer handles both versions alike; every byte of
+The values are v2's (:class:`~resip.core.wire.Record` and the command dataclasses of
+:mod:`resip.core.wire`), so a session layer handles both versions alike; every byte of
 the v1 encodings is produced and read here. Contract:
 
 - **As tolerant as the prototype, and no more crashable.** Reserved bits are
   ignored, overlong packed integers and trailing bytes are accepted, but
-  truncation and impossible values are :class:`~resip.errors.WireError`, and
+  truncation and impossible values are :class:`~resip.core.errors.WireError`, and
   ``*_untrusted`` functions raise nothing else whatever the bytes.
 - **v1 has fewer fields.** The encoder drops what v1 cannot carry (an ACK's
   ``largest``, ``delay_us`` and packet ranges, a KEEPALIVE's ``response``, a
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address
 
-from resip.errors import WireError
-from resip.wire import (
+from resip.core.errors import WireError
+from resip.core.wire import (
     Ack,
     AckGroup,
     AddrType,
@@ -41,7 +41,7 @@ from resip.wire import (
     Stop,
     Terminate,
 )
-from resip.wire.ints import MAX_U64, byte_at, chan_bytes, check_range, int_bits, u64_bytes
+from resip.core.wire.ints import MAX_U64, byte_at, chan_bytes, check_range, int_bits, u64_bytes
 
 __all__ = [
     "encode_command_v1",

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Literal
 
-from resip.errors import ConfigError
+from resip.core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_DENY",

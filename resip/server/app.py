@@ -9,7 +9,7 @@ Contract:
   session with CLOSE code 3, flushes, and closes every socket.
 - Sessions live in one registry, the :class:`~resip.server.endpoint.Endpoint`, each with
   one :class:`~resip.aio.driver.SessionDriver`. Its ``transmit`` sends to a
-  :class:`~resip.paths.UdpPath` on the UDP socket and to a :class:`~resip.paths.TcpPath`
+  :class:`~resip.core.paths.UdpPath` on the UDP socket and to a :class:`~resip.core.paths.TcpPath`
   as a frame on that fallback connection (both from :mod:`resip.aio.transport`). A frame
   error closes that TCP connection only; a datagram for no known session is dropped
   silently (:mod:`resip.server.endpoint` counts it). Each datagram's header is unmasked
@@ -38,15 +38,17 @@ from collections.abc import Hashable
 
 from aiohttp import web
 
-from resip import events as ev
 from resip.aio.backlog import listen_backlog
 from resip.aio.driver import SessionDriver
 from resip.aio.streams import ChannelSplice, EarlyEvents
 from resip.aio.transport import READ_CHUNK, DatagramSocket, FramedTcpConnection
-from resip.codes import CloseCode
-from resip.config import HOUR, SessionConfig
-from resip.errors import LocalProtocolError, ResipError
-from resip.paths import TcpPath, UdpPath
+from resip.core import events as ev
+from resip.core.codes import CloseCode
+from resip.core.config import HOUR, SessionConfig
+from resip.core.errors import LocalProtocolError, ResipError
+from resip.core.paths import TcpPath, UdpPath
+from resip.core.session import Session
+from resip.core.wire import Proto
 from resip.server.acl import Acl
 from resip.server.admin import add_admin_routes
 from resip.server.config import ServerConfig
@@ -54,8 +56,6 @@ from resip.server.connectors import ConnectError, open_tcp, open_udp
 from resip.server.endpoint import Endpoint
 from resip.server.http_api import FailureLimiter, make_api
 from resip.server.metrics import ServerMetrics
-from resip.session import Session
-from resip.wire import Proto
 
 __all__ = ["ResipServer", "StartError", "session_config_for"]
 

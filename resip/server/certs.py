@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from resip.errors import ConfigError
+from resip.core.errors import ConfigError
 
 __all__ = [
     "CA_VALIDITY",

@@ -19,8 +19,8 @@ from typing import Annotated
 import typer
 
 from resip import __version__
-from resip.enrol import DEFAULT_API_PORT, DEFAULT_RESIP_PORT, format_uri
-from resip.errors import ConfigError
+from resip.core.enrol import DEFAULT_API_PORT, DEFAULT_RESIP_PORT, format_uri
+from resip.core.errors import ConfigError
 from resip.server.app import ResipServer, StartError
 from resip.server.config import CONFIG_NAME, ServerConfig, init_server, load_server_config
 
@@ -131,8 +131,9 @@ def status(
 
     from rich.console import Console
 
-    from resip.server.admin import AdminError, fetch_admin_status, render_admin, run_admin_live
+    from resip.server.admin import AdminError, fetch_admin_status
     from resip.server.certs import cert_fingerprint
+    from resip.ui.server_view import render_admin, run_admin_live
 
     try:
         cfg = load_server_config(config)

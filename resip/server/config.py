@@ -4,13 +4,13 @@ Contract:
 
 - :func:`load_server_config` reads a TOML file (layout in ``configs/server.example.toml``)
   and returns a validated :class:`ServerConfig`. Every missing, mistyped, out-of-range or
-  unknown key raises :class:`~resip.errors.ConfigError` naming the file and the key, so an
+  unknown key raises :class:`~resip.core.errors.ConfigError` naming the file and the key, so an
   operator never has to guess. Relative certificate paths resolve against the config
   file's directory, so the directory can be moved as a whole.
 - :func:`write_server_config` writes the TOML by hand (no extra dependency), with
   comments, atomically and with mode 0600 because the file holds the API keys.
 - :func:`init_server` creates a directory with a fresh certificate chain, key and config,
-  and returns the config with the client's :class:`~resip.enrol.Enrolment`. It refuses to
+  and returns the config with the client's :class:`~resip.core.enrol.Enrolment`. It refuses to
   overwrite an existing config unless ``force`` is set.
 - API keys never appear in ``repr`` or error messages.
 """
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resip.enrol import DEFAULT_API_PORT, DEFAULT_RESIP_PORT, Enrolment, validate_host
-from resip.errors import ConfigError
+from resip.core.enrol import DEFAULT_API_PORT, DEFAULT_RESIP_PORT, Enrolment, validate_host
+from resip.core.errors import ConfigError
 from resip.server.acl import Acl
 from resip.server.certs import (
     cert_fingerprint,

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import cast
 
-from resip.codes import TerminateCode
-from resip.errors import ResipError
+from resip.core.codes import TerminateCode
+from resip.core.errors import ResipError
 from resip.server.acl import Acl, parse_numeric_host
 
 __all__ = [

@@ -5,13 +5,13 @@ Contract:
 - The endpoint is the server's one session registry. Each entry is a session and what its
   owner keeps with it (the app: the session's driver and channel tasks; tests: the session
   itself), built by the ``host`` factory given to :meth:`Endpoint.create_session`.
-- :meth:`Endpoint.create_session` makes a server-role :class:`~resip.session.Session` with a
+- :meth:`Endpoint.create_session` makes a server-role :class:`~resip.core.session.Session` with a
   fresh random 8-byte id and 32-byte secret and returns its entry with the JSON-able
   credentials of the session API (PROTOCOL.md §7). The caller (the app) adds ``udp_port``,
   ``tcp_port`` and ``server_start``. At ``max_sessions`` live sessions it raises
   :class:`SessionLimitReached` instead.
 - :meth:`Endpoint.route_untrusted` takes any bytes from the network and returns the entry
-  of the session they claim to belong to, with the unmasked :class:`~resip.crypto.Header`,
+  of the session they claim to belong to, with the unmasked :class:`~resip.core.crypto.Header`,
   or ``None``. It only unmasks the header (one AES block); the caller hands that header
   to ``Session.receive_datagram(..., header=)``, which authenticates the packet without
   unmasking again. Malformed datagrams and unknown session ids are
@@ -30,10 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from resip.config import SessionConfig
-from resip.crypto import VERSION, Header, HeaderProtection, Suite
-from resip.errors import ResipError, WireError
-from resip.session import Role, Session
+from resip.core.config import SessionConfig
+from resip.core.crypto import VERSION, Header, HeaderProtection, Suite
+from resip.core.errors import ResipError, WireError
+from resip.core.session import Role, Session
 
 __all__ = ["Endpoint", "EndpointStats", "SessionLimitReached"]
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from resip.core.session import SessionStats
 from resip.server.endpoint import EndpointStats
-from resip.session import SessionStats
 
 __all__ = ["CONTENT_TYPE", "ServerMetrics", "render_metrics"]
 

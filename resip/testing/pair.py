@@ -1,4 +1,4 @@
-"""A client and a server :class:`~resip.session.Session` wired into a :class:`NetSim`.
+"""A client and a server :class:`~resip.core.session.Session` wired into a :class:`NetSim`.
 
 Each side is wrapped in a :class:`SimPeer`, a simulator endpoint that also plays
 the application: it drains session events after every input, consumes received
@@ -18,13 +18,13 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
-from resip import events as ev
-from resip.codes import TerminateCode
-from resip.config import SessionConfig
-from resip.crypto import HeaderProtection, Suite
-from resip.session import Role, Session
+from resip.core import events as ev
+from resip.core.codes import TerminateCode
+from resip.core.config import SessionConfig
+from resip.core.crypto import HeaderProtection, Suite
+from resip.core.session import Role, Session
+from resip.core.wire import Proto
 from resip.testing.netsim import LinkSpec, NetSim
-from resip.wire import Proto
 
 CLIENT_ADDR = ("10.0.0.2", 40000)
 SERVER_ADDR = ("192.0.2.1", 31266)

@@ -22,10 +22,10 @@ import sys
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
-from resip.config import SessionConfig
+from resip.core.config import SessionConfig
+from resip.core.wire import Proto
 from resip.testing.netsim import LinkSpec
 from resip.testing.pair import CLIENT_ADDR, SessionPair, SimPeer
-from resip.wire import Proto
 
 MIB = 1 << 20
 _LINK = LinkSpec(delay=0.025, rate_bps=20e6, queue_bytes=128 * 1024)

@@ -1,4 +1,4 @@
-"""The lab relay's pure decision logic (``resip.testing.relay``): runs anywhere, no root."""
+"""The lab relay's pure decision logic (``resip.lab.relay``): runs anywhere, no root."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from resip.testing.relay import PROTO_UDP, DirectionShaper, Impairment, rewrite_ipv4
+from resip.lab.relay import PROTO_UDP, DirectionShaper, Impairment, rewrite_ipv4
 
 
 def _fates(spec: Impairment, n: int = 2000, seed: int = 1) -> list[list[float]]:

@@ -20,16 +20,16 @@ from typing import Any
 
 from aiohttp import web
 
-from resip import events as ev
 from resip.aio.driver import SessionDriver
 from resip.aio.streams import ChannelSplice
-from resip.config import SessionConfig
-from resip.crypto import HeaderProtection, Suite
-from resip.errors import WireError
-from resip.framing import FrameDecoder, encode_frame
+from resip.core import events as ev
+from resip.core.config import SessionConfig
+from resip.core.crypto import HeaderProtection, Suite
+from resip.core.errors import WireError
+from resip.core.framing import FrameDecoder, encode_frame
+from resip.core.session import Role, Session
+from resip.core.wire import Proto
 from resip.server.certs import make_ca_and_server_cert, write_tls_files
-from resip.session import Role, Session
-from resip.wire import Proto
 from resip_proxy.client import SessionCredentials
 
 LOOPBACK = IPv4Address("127.0.0.1")

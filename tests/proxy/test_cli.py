@@ -15,7 +15,7 @@ import pytest
 from python_socks.async_.asyncio import Proxy
 from typer.testing import CliRunner
 
-from resip.enrol import Enrolment, format_uri
+from resip.core.enrol import Enrolment, format_uri
 from resip_proxy.cli import app
 from resip_proxy.config import init_client, load_client_config
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from python_socks.async_.asyncio import Proxy
 
-from resip.enrol import Enrolment
+from resip.core.enrol import Enrolment
 from resip_proxy.client import ClientError, SessionManager
 from resip_proxy.frontend import ProxyFrontend
 from resip_proxy.transport_events import Outage

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from resip import events as ev
 from resip.aio.driver import SessionDriver
-from resip.config import SessionConfig
-from resip.crypto import HeaderProtection, Suite
+from resip.core import events as ev
+from resip.core.config import SessionConfig
+from resip.core.crypto import HeaderProtection, Suite
+from resip.core.session import Role, Session
 from resip.server.config import ServerConfig, init_server
-from resip.session import Role, Session
 
 
 @pytest.fixture(scope="session")

@@ -14,14 +14,14 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from resip import events as ev
 from resip.aio.driver import SessionDriver
-from resip.framing import FrameDecoder, encode_frame
+from resip.core import events as ev
+from resip.core.framing import FrameDecoder, encode_frame
+from resip.core.wire import Proto
 from resip.server.acl import Acl
 from resip.server.app import ResipServer
 from resip.server.certs import cert_fingerprint
 from resip.server.config import ServerConfig
-from resip.wire import Proto
 from tests.server.conftest import ChannelProbe, client_session, sha
 
 pytestmark = pytest.mark.timeout(30)

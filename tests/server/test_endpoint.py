@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from resip.config import SessionConfig
-from resip.crypto import HeaderProtection
+from resip.core.config import SessionConfig
+from resip.core.crypto import HeaderProtection
+from resip.core.session import Role, Session
 from resip.server.endpoint import Endpoint, SessionLimitReached
-from resip.session import Role, Session
 from tests.server.conftest import client_session
 
 CLIENT = ("127.0.0.1", 40000)

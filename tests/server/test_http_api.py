@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from resip import __version__
-from resip.config import SessionConfig
+from resip.core.config import SessionConfig
+from resip.core.session import Session
 from resip.server.endpoint import Endpoint
 from resip.server.http_api import FailureLimiter, make_api
-from resip.session import Session
 
 if TYPE_CHECKING:
     from aiohttp.test_utils import TestClient

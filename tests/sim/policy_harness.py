@@ -16,11 +16,11 @@ from __future__ import annotations
 import random
 from collections.abc import Hashable
 
-from resip import events as ev
-from resip.codes import CloseCode
-from resip.config import SessionConfig
-from resip.crypto import HeaderProtection, Suite
-from resip.session import Role, Session
+from resip.core import events as ev
+from resip.core.codes import CloseCode
+from resip.core.config import SessionConfig
+from resip.core.crypto import HeaderProtection, Suite
+from resip.core.session import Role, Session
 from resip.testing.netsim import LinkSpec, NetSim
 from resip.testing.pair import SimPeer
 from resip_proxy.client import session_view

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from resip import events as ev
-from resip.config import SessionConfig
+from resip.core import events as ev
+from resip.core.config import SessionConfig
+from resip.core.wire import Proto
 from resip.testing.netsim import LinkSpec
 from resip.testing.pair import CLIENT_ADDR, SERVER_ADDR, SessionPair
-from resip.wire import Proto
 from tests.sim.conftest import MIB, Transfer, payload, sha
 
 LINK = LinkSpec(delay=0.025, rate_bps=20e6, queue_bytes=128 * 1024)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resip.errors import ConfigError
+from resip.core.errors import ConfigError
 from resip.server.acl import (
     DEFAULT_DENY,
     Acl,

@@ -20,8 +20,8 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resip.enrol import Enrolment, format_uri, parse_uri
-from resip.errors import ConfigError
+from resip.core.enrol import Enrolment, format_uri, parse_uri
+from resip.core.errors import ConfigError
 from resip.server.acl import Acl
 from resip.server.certs import (
     TlsMaterial,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from resip.enrol import parse_uri
+from resip.core.enrol import parse_uri
 from resip.server.certs import cert_fingerprint
 from resip.server.cli import app as server_app
 from resip_proxy.cli import app as proxy_app

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from resip.congestion import CongestionConfig, Pacer, RateController, SendState
-from resip.recovery import PACKET_THRESHOLD, RttEstimator
+from resip.core.congestion import CongestionConfig, Pacer, RateController, SendState
+from resip.core.recovery import PACKET_THRESHOLD, RttEstimator
 
 SIZE = 1200
 C = 2_500_000.0  # 20 Mbit/s

@@ -1,4 +1,4 @@
-"""Tests of resip.crypto: v2 packet protection per docs/PROTOCOL.md sections 2 and 3.
+"""Tests of resip.core.crypto: v2 packet protection per docs/PROTOCOL.md sections 2 and 3.
 
 Covers the frozen golden packets (and an independent rebuild of them from the spec text),
 round trips, forgeries and truncations (which must change no state), the replay window
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resip.crypto import (
+from resip.core.crypto import (
     HEADER_SIZE,
     MAX_COUNTER,
     MAX_DATAGRAM,
@@ -36,7 +36,7 @@ from resip.crypto import (
     derive_epoch_keys,
     derive_initial_secret,
 )
-from resip.errors import DecryptError, LocalProtocolError, WireError
+from resip.core.errors import DecryptError, LocalProtocolError, WireError
 
 SID = bytes.fromhex("5eed0123456789ab")
 SECRET = bytes(range(32))
@@ -116,7 +116,7 @@ GOLDEN: dict[tuple[Suite, bool, int], str] = {
 
 
 def reference_packet(suite: Suite, from_server: bool, counter: int, epoch: int) -> bytes:
-    """Build a packet straight from the PROTOCOL.md text, without resip.crypto."""
+    """Build a packet straight from the PROTOCOL.md text, without resip.core.crypto."""
     direction = b"s2c" if from_server else b"c2s"
     secret = HKDF(
         algorithm=hashes.SHA256(), length=32, salt=b"resip v2" + SID, info=b"resip v2 " + direction

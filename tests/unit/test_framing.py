@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resip.errors import WireError
-from resip.framing import FrameDecoder, encode_frame
+from resip.core.errors import WireError
+from resip.core.framing import FrameDecoder, encode_frame
 
 packets = st.lists(st.binary(min_size=34, max_size=2000), min_size=1, max_size=8)
 

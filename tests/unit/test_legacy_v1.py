@@ -31,8 +31,8 @@ from resip.compat.legacy_v1 import (
     peek_session_id_untrusted,
 )
 from resip.compat.legacy_v1_wire import encode_command_v1, parse_command_v1_untrusted
-from resip.errors import DecryptError, LocalProtocolError, WireError
-from resip.wire import (
+from resip.core.errors import DecryptError, LocalProtocolError, WireError
+from resip.core.wire import (
     Ack,
     AckGroup,
     Command,

@@ -19,8 +19,8 @@ from resip.compat.legacy_v1_wire import (
     parse_record_v1_untrusted,
     unpack_int_v1_untrusted,
 )
-from resip.errors import WireError
-from resip.wire import (
+from resip.core.errors import WireError
+from resip.core.wire import (
     Ack,
     AckGroup,
     Close,

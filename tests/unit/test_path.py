@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from resip.path import AMPLIFICATION_FACTOR, PathManager
+from resip.core.path import AMPLIFICATION_FACTOR, PathManager
 
 A = ("192.0.2.1", 1000)
 B = ("198.51.100.7", 2000)

@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from resip.rangeset import RangeSet
+from resip.core.rangeset import RangeSet
 
 
 def test_add_merges_and_counts_new_numbers() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resip.recovery import (
+from resip.core.recovery import (
     GRANULARITY,
     INITIAL_RTT,
     TIME_THRESHOLD,

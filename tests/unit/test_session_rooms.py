@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resip.ack_state import AckState
-from resip.channel import SendSide
-from resip.config import SessionConfig
-from resip.errors import LocalProtocolError
-from resip.loss_recovery import keys_in_ranges
-from resip.packet_builder import Packet
-from resip.roles import ClientRole, Role, ServerRole, make_role
-from resip.wire import Proto
+from resip.core.ack_state import AckState
+from resip.core.channel import SendSide
+from resip.core.config import SessionConfig
+from resip.core.errors import LocalProtocolError
+from resip.core.loss_recovery import keys_in_ranges
+from resip.core.packet_builder import Packet
+from resip.core.roles import ClientRole, Role, ServerRole, make_role
+from resip.core.wire import Proto
 
 ranges_strategy = st.lists(
     st.tuples(st.integers(0, 200), st.integers(0, 60)).map(lambda t: (t[0], t[0] + t[1])),

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resip.errors import LocalProtocolError
+from resip.core.errors import LocalProtocolError
 from resip_proxy.socks5 import (
     MAX_HANDSHAKE_BUFFER,
     NEED_DATA,

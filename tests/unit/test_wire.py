@@ -1,4 +1,4 @@
-"""Tests for resip.wire: packed integers, records, command messages (PROTOCOL.md §1, §4, §5).
+"""Tests for resip.core.wire: packed integers, records, command messages (PROTOCOL.md §1, §4, §5).
 
 Golden hex strings are written out literally on purpose: any change to a byte
 layout must break this file.
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resip.errors import WireError
-from resip.wire import (
+from resip.core.errors import WireError
+from resip.core.wire import (
     INNER_PREFIX,
     MAX_ACK_ITEMS,
     Ack,
@@ -671,7 +671,7 @@ def test_ack_packet_ranges_must_not_touch() -> None:
 @settings(max_examples=150, deadline=None)
 @given(st.sets(st.integers(0, 5000), min_size=0, max_size=300), st.integers(0, 100))
 def test_ack_packet_ranges_round_trip(counters: set[int], extra: int) -> None:
-    from resip.rangeset import RangeSet
+    from resip.core.rangeset import RangeSet
 
     ranges = RangeSet((c, c) for c in counters).newest(255)
     largest = (max(counters) if counters else 0) + extra

@@ -6,7 +6,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from hypothesis import strategies as st
 
-from resip.wire import Ack, AckGroup, Host, Proto, Start
+from resip.core.wire import Ack, AckGroup, Host, Proto, Start
 
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
