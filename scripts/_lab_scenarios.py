@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from _lab_systems import FIRST_BYTE_TIMEOUT, Bench, System, cell
 
-from resip.testing import labstack
+from resip.lab import labstack
 
 if TYPE_CHECKING:
     from _lab_report import Report

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resip.testing import labstack
+from resip.lab import labstack
 
 HTTP_PORT = 8080
 PROXY_LISTEN = "127.0.0.1:1080"

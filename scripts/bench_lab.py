@@ -130,7 +130,7 @@ from _lab_systems import (
     make_system,
 )
 
-from resip.testing import labstack
+from resip.lab import labstack
 
 NETLAB = bl.ROOT / "scripts" / "netlab"
 #: Link rate (Mbit/s) -> (losses, RTTs in ms) of the full sweep, and of ``--quick``.

@@ -60,7 +60,7 @@ import _benchlib as bl
 if __name__ == "__main__":
     bl.use_project_venv(__file__)
 
-from resip.testing import labstack
+from resip.lab import labstack
 
 MICROSOCKS = "/usr/bin/microsocks"
 SYSTEMS = ("direct", "microsocks", "resip", "resip-demo")

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from resip.lab import labstack
 from resip.lab.labstack import LogTail, wait_tcp
-from resip.testing import labstack
 from tests.sshd_support import ssh_options, sshd_argv, sshd_missing, write_sshd_config
 
 NETLAB = Path(__file__).resolve().parents[2] / "scripts" / "netlab"

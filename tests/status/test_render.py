@@ -7,7 +7,7 @@ import time
 
 from rich.console import Console
 
-from resip.server.admin import render_admin
+from resip.ui.server_view import render_admin
 from resip_proxy.tui import RateHistory, format_rate, render_status, sparkline
 
 from .conftest import sample_channel, sample_snapshot
