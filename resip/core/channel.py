@@ -69,6 +69,7 @@ class SendSide:
 
     __slots__ = (
         "_compress",
+        "_datagram_bytes",
         "_datagrams",
         "_incompressible",
         "_message",
@@ -110,6 +111,7 @@ class SendSide:
         self.datagram_queue = datagram_queue
         self._pending = bytearray()
         self._datagrams: deque[tuple[float, bytes]] = deque()
+        self._datagram_bytes = 0  # sum of the queued datagrams' sizes: buffered in O(1)
         # Fragments of the message being cut into records: (data, offset, compressed).
         self._message: tuple[bytes, int, bool] | None = None
         self._incompressible = 0
@@ -133,7 +135,7 @@ class SendSide:
         """Bytes accepted from the application but not yet cut into records."""
         message = self._message
         rest = len(message[0]) - message[1] if message is not None else 0
-        return len(self._pending) + rest + sum(len(d) for _, d in self._datagrams)
+        return len(self._pending) + rest + self._datagram_bytes
 
     def capacity(self) -> int:
         """How many more stream bytes ``write`` would accept now."""
@@ -152,6 +154,7 @@ class SendSide:
             self.datagrams_dropped += 1
             return False
         self._datagrams.append((now, bytes(data)))
+        self._datagram_bytes += len(data)
         return True
 
     def finish(self) -> None:
@@ -210,6 +213,7 @@ class SendSide:
         if self.kind is Proto.UDP:
             while self._datagrams:
                 queued_at, datagram = self._datagrams.popleft()
+                self._datagram_bytes -= len(datagram)
                 if now - queued_at <= self.datagram_max_age:
                     self._message = (datagram, 0, False)
                     return True

@@ -102,6 +102,9 @@ class ChannelTable:
         self._ready_set: set[int] = set()
         self._blocked: set[int] = set()
         self._stoppable: list[int] = []
+        #: Sum of every channel's ``send.buffered``: the session-wide budget is checked
+        #: on every send and every writer wake-up, so it must not cost O(channels).
+        self._buffered = 0
         self.credit_dirty: set[int] = set()
         #: Receiving half of the command channel.
         self.command_recv = RecvSide(Proto.UDP, window=_COMMAND_WINDOW)
@@ -175,7 +178,9 @@ class ChannelTable:
 
     def retire(self, channel_id: int) -> None:
         """Forget an open channel (finished or aborted)."""
-        if self._channels.pop(channel_id, None) is not None:
+        channel = self._channels.pop(channel_id, None)
+        if channel is not None:
+            self._buffered -= channel.send.buffered
             self._blocked.discard(channel_id)
             self.credit_dirty.discard(channel_id)
 
@@ -207,8 +212,12 @@ class ChannelTable:
         return bool(self._blocked)
 
     def buffered_total(self) -> int:
-        """Bytes buffered for sending over every channel."""
-        return sum(c.send.buffered for c in self._channels.values())
+        """Bytes buffered for sending over every channel (kept as a running total)."""
+        return self._buffered
+
+    def note_buffered(self, n: int) -> None:
+        """The application handed ``n`` more bytes to one channel's send side."""
+        self._buffered += n
 
     def next_record(self, room: int, *, now: float) -> tuple[int, OutRecord, bool] | None:
         """The next record whose encoding fits ``room`` bytes: (channel, record, is_retransmission).
@@ -238,7 +247,10 @@ class ChannelTable:
                 if channel is not None and channel.send.credit_blocked():
                     self._blocked.add(channel_id)
                 continue
+            before = channel.send.buffered
             new = channel.send.next_new_record(channel_id, room, now=now)
+            # Cutting a record (or dropping stale datagrams) is the only other change.
+            self._buffered += channel.send.buffered - before
             if new is None:
                 return None  # not even one record fits: the packet is full
             ready.rotate(-1)

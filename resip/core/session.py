@@ -263,6 +263,7 @@ class Session:
             raise LocalProtocolError(f"channel {channel_id} was shut down for sending")
         room = self._lifecycle.session_room()
         accepted = channel.send.write(data[: max(0, room)])
+        self.channels.note_buffered(accepted)
         if accepted < len(data):
             self._lifecycle.refused(channel, accepted=accepted, room=room)
         if accepted:
@@ -278,6 +279,7 @@ class Session:
             raise LocalProtocolError(f"channel {channel_id} is not a datagram channel")
         ok = channel.send.write_datagram(data, now=now)
         if ok:
+            self.channels.note_buffered(len(data))
             self.channels.mark_ready(channel_id)
             channel.bytes_sent += len(data)
             channel.last_activity = now
